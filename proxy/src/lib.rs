@@ -1,0 +1,3 @@
+//! weft-proxy: Weft's per-pod sidecar proxy.
+
+pub mod init;

@@ -1,0 +1,1 @@
+//! End-to-end tests: real pods (network namespaces), real iptables, real clients.

@@ -1,0 +1,357 @@
+//! The table of every `weft.io/` annotation: what it sets on the pod and how its value is checked.
+//! Only settings the proxy actually implements belong here; an accepted-but-ignored annotation
+//! would tell users something works when it does not.
+
+use crate::{
+    SettingError, parse_cidrs, parse_count, parse_duration, parse_image, parse_inject_mode,
+    parse_log_filter, parse_log_format, parse_ports, parse_quantity, parse_ratio,
+};
+
+/// Every annotation starts with this; `Setting::annotation` holds the part after it.
+pub const ANNOTATION_PREFIX: &str = "weft.io/";
+
+/// Set by the injector on every pod it meshes, with the injector's version as the value.
+/// It is the injector's own marker, so it is accepted on pods without being in `SETTINGS`.
+pub const INJECTED_ANNOTATION: &str = "injected";
+
+/// The image the injector uses when neither its options nor `weft.io/proxy-image` name one.
+pub const DEFAULT_PROXY_IMAGE: &str =
+    concat!("ghcr.io/weft-mesh/weft-proxy:", env!("CARGO_PKG_VERSION"));
+
+/// One annotation and where its value goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Setting {
+    /// Without the prefix, e.g. "opaque-ports".
+    pub annotation: &'static str,
+    pub target: Target,
+    pub kind: Kind,
+    /// What applies when the annotation is absent, as documented in the README table.
+    pub default: Option<&'static str>,
+    /// One line for the README table.
+    pub summary: &'static str,
+    /// A value that validates, shown in the README table.
+    pub example: &'static str,
+}
+
+impl Setting {
+    /// The full annotation key, e.g. "weft.io/opaque-ports".
+    pub fn annotation_key(&self) -> String {
+        format!("{ANNOTATION_PREFIX}{}", self.annotation)
+    }
+}
+
+/// Where an annotation's value ends up in the injected pod.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// An environment variable of the proxy container, e.g. "WEFT_OPAQUE_PORTS".
+    ProxyEnv(&'static str),
+    /// A flag of `weft-proxy init` in the init container, e.g. "--skip-outbound-ports".
+    InitArg(&'static str),
+    /// `resources.<limits|requests>.<cpu|memory>` of the proxy container.
+    ProxyResource {
+        bound: ResourceBound,
+        resource: &'static str,
+    },
+    /// The image of both the proxy and the init container.
+    ProxyImage,
+    /// `weft.io/inject` itself: enabled | disabled.
+    Inject,
+}
+
+/// Which half of a container's `resources` a quantity goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceBound {
+    Limits,
+    Requests,
+}
+
+impl ResourceBound {
+    /// The field name in a container's `resources`.
+    pub fn field(self) -> &'static str {
+        match self {
+            Self::Limits => "limits",
+            Self::Requests => "requests",
+        }
+    }
+}
+
+/// The syntax of a setting's value; each has a parser in this crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Duration,
+    PortList,
+    CidrList,
+    Ratio,
+    Count,
+    LogFilter,
+    LogFormat,
+    Quantity,
+    Image,
+    InjectMode,
+}
+
+/// Checks `value` against the setting's kind; the error says what was expected and what was given.
+pub fn validate(setting: &Setting, value: &str) -> Result<(), SettingError> {
+    match setting.kind {
+        Kind::Duration => parse_duration(value).map(drop),
+        Kind::PortList => parse_ports(value).map(drop),
+        Kind::CidrList => parse_cidrs(value).map(drop),
+        Kind::Ratio => parse_ratio(value).map(drop),
+        Kind::Count => parse_count(value).map(drop),
+        Kind::LogFilter => parse_log_filter(value).map(drop),
+        Kind::LogFormat => parse_log_format(value).map(drop),
+        Kind::Quantity => parse_quantity(value).map(drop),
+        Kind::Image => parse_image(value).map(drop),
+        Kind::InjectMode => parse_inject_mode(value).map(drop),
+    }
+}
+
+/// Looks a setting up by its annotation name without the `weft.io/` prefix.
+pub fn find(annotation_without_prefix: &str) -> Option<&'static Setting> {
+    SETTINGS
+        .iter()
+        .find(|setting| setting.annotation == annotation_without_prefix)
+}
+
+const fn resource(
+    annotation: &'static str,
+    bound: ResourceBound,
+    resource: &'static str,
+    summary: &'static str,
+    example: &'static str,
+) -> Setting {
+    Setting {
+        annotation,
+        target: Target::ProxyResource { bound, resource },
+        kind: Kind::Quantity,
+        default: None,
+        summary,
+        example,
+    }
+}
+
+pub const SETTINGS: &[Setting] = &[
+    Setting {
+        annotation: "inject",
+        target: Target::Inject,
+        kind: Kind::InjectMode,
+        default: None,
+        summary: "Mesh this pod (on a pod template) or every pod of the namespace (on a Namespace); `disabled` on a pod overrides its namespace.",
+        example: "enabled",
+    },
+    Setting {
+        annotation: "skip-inbound-ports",
+        target: Target::InitArg("--skip-inbound-ports"),
+        kind: Kind::PortList,
+        default: Some(""),
+        summary: "Inbound ports that bypass the proxy; the admin port 4191 is always skipped.",
+        example: "9090,10000-10010",
+    },
+    Setting {
+        annotation: "skip-outbound-ports",
+        target: Target::InitArg("--skip-outbound-ports"),
+        kind: Kind::PortList,
+        default: Some(""),
+        summary: "Destination ports the app reaches directly, bypassing the proxy.",
+        example: "443,5432",
+    },
+    Setting {
+        annotation: "skip-outbound-cidrs",
+        target: Target::InitArg("--skip-outbound-cidrs"),
+        kind: Kind::CidrList,
+        default: Some(""),
+        summary: "Destination networks the app reaches directly, bypassing the proxy.",
+        example: "169.254.169.254/32,fd00::/8",
+    },
+    Setting {
+        annotation: "opaque-ports",
+        target: Target::ProxyEnv("WEFT_OPAQUE_PORTS"),
+        kind: Kind::PortList,
+        default: Some("25,587,3306,4444,5432,6379,9300,11211"),
+        summary: "Ports proxied as opaque TCP without protocol detection (server-speaks-first protocols such as SMTP, MySQL, PostgreSQL, Redis, memcached).",
+        example: "25,3306,8000-8010",
+    },
+    Setting {
+        annotation: "detect-timeout",
+        target: Target::ProxyEnv("WEFT_DETECT_TIMEOUT"),
+        kind: Kind::Duration,
+        default: Some("1s"),
+        summary: "How long protocol detection waits for the client's first bytes before treating the connection as opaque TCP.",
+        example: "500ms",
+    },
+    Setting {
+        annotation: "connect-timeout",
+        target: Target::ProxyEnv("WEFT_CONNECT_TIMEOUT"),
+        kind: Kind::Duration,
+        default: Some("1s"),
+        summary: "How long the proxy waits for a TCP connection to an upstream or to the app.",
+        example: "2s",
+    },
+    Setting {
+        annotation: "shutdown-grace",
+        target: Target::ProxyEnv("WEFT_SHUTDOWN_GRACE"),
+        kind: Kind::Duration,
+        default: Some("30s"),
+        summary: "After SIGTERM, how long in-flight requests and connections may run before the proxy exits.",
+        example: "45s",
+    },
+    Setting {
+        annotation: "proxy-log-level",
+        target: Target::ProxyEnv("WEFT_LOG"),
+        kind: Kind::LogFilter,
+        default: Some("warn,weft=info"),
+        summary: "The proxy's log filter (tracing directives).",
+        example: "warn,weft=debug",
+    },
+    Setting {
+        annotation: "proxy-log-format",
+        target: Target::ProxyEnv("WEFT_LOG_FORMAT"),
+        kind: Kind::LogFormat,
+        default: Some("plain"),
+        summary: "The proxy's log line format: `plain` or `json`.",
+        example: "json",
+    },
+    Setting {
+        annotation: "proxy-worker-threads",
+        target: Target::ProxyEnv("WEFT_WORKER_THREADS"),
+        kind: Kind::Count,
+        default: Some("1"),
+        summary: "Worker threads of the proxy's runtime.",
+        example: "2",
+    },
+    resource(
+        "proxy-cpu-limit",
+        ResourceBound::Limits,
+        "cpu",
+        "CPU limit of the proxy container.",
+        "500m",
+    ),
+    resource(
+        "proxy-cpu-request",
+        ResourceBound::Requests,
+        "cpu",
+        "CPU request of the proxy container.",
+        "100m",
+    ),
+    resource(
+        "proxy-memory-limit",
+        ResourceBound::Limits,
+        "memory",
+        "Memory limit of the proxy container.",
+        "128Mi",
+    ),
+    resource(
+        "proxy-memory-request",
+        ResourceBound::Requests,
+        "memory",
+        "Memory request of the proxy container.",
+        "32Mi",
+    ),
+    Setting {
+        annotation: "proxy-image",
+        target: Target::ProxyImage,
+        kind: Kind::Image,
+        default: Some(DEFAULT_PROXY_IMAGE),
+        summary: "Image of the proxy and its init container.",
+        example: "ghcr.io/weft-mesh/weft-proxy:0.1.0",
+    },
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn every_row_documented_with_a_valid_example() {
+        for setting in SETTINGS {
+            assert!(!setting.summary.trim().is_empty(), "{}", setting.annotation);
+            assert!(!setting.example.trim().is_empty(), "{}", setting.annotation);
+            if let Err(e) = validate(setting, setting.example) {
+                panic!("example of {} does not validate: {e}", setting.annotation);
+            }
+        }
+    }
+
+    #[test]
+    fn every_default_validates() {
+        for setting in SETTINGS {
+            if let Some(default) = setting.default
+                && let Err(e) = validate(setting, default)
+            {
+                panic!("default of {} does not validate: {e}", setting.annotation);
+            }
+        }
+    }
+
+    #[test]
+    fn names_and_targets_are_unique() {
+        let annotations: HashSet<_> = SETTINGS.iter().map(|s| s.annotation).collect();
+        assert_eq!(annotations.len(), SETTINGS.len());
+        let targets: HashSet<_> = SETTINGS.iter().map(|s| format!("{:?}", s.target)).collect();
+        assert_eq!(targets.len(), SETTINGS.len());
+        assert!(
+            find(INJECTED_ANNOTATION).is_none(),
+            "the injector's marker is not a setting"
+        );
+    }
+
+    #[test]
+    fn annotations_are_lowercase_without_prefix() {
+        for setting in SETTINGS {
+            assert!(!setting.annotation.starts_with(ANNOTATION_PREFIX));
+            assert!(
+                setting
+                    .annotation
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '-'),
+                "{}",
+                setting.annotation
+            );
+        }
+    }
+
+    #[test]
+    fn proxy_env_names_are_weft_prefixed() {
+        for setting in SETTINGS {
+            if let Target::ProxyEnv(name) = setting.target {
+                assert!(name.starts_with("WEFT_"), "{name}");
+            }
+        }
+    }
+
+    #[test]
+    fn find_by_name() {
+        let opaque = find("opaque-ports").unwrap();
+        assert_eq!(opaque.target, Target::ProxyEnv("WEFT_OPAQUE_PORTS"));
+        assert_eq!(opaque.annotation_key(), "weft.io/opaque-ports");
+        assert!(find("weft.io/opaque-ports").is_none());
+        assert!(find("timeout").is_none(), "not implemented in this issue");
+    }
+
+    #[test]
+    fn validate_dispatches_on_kind() {
+        let check = |name: &str, good: &str, bad: &str| {
+            let setting = find(name).unwrap();
+            assert!(validate(setting, good).is_ok(), "{name}={good}");
+            assert!(validate(setting, bad).is_err(), "{name}={bad}");
+        };
+        check("inject", "disabled", "true");
+        check("skip-inbound-ports", "", "0");
+        check("skip-outbound-cidrs", "10.0.0.0/8", "10.0.0.1/8");
+        check("detect-timeout", "250ms", "-1s");
+        check("proxy-log-level", "info", "weft=verbose");
+        check("proxy-log-format", "json", "yaml");
+        check("proxy-worker-threads", "4", "0");
+        check("proxy-memory-limit", "64Mi", "64MB");
+        check("proxy-image", "weft-proxy:dev", "Weft Proxy");
+    }
+
+    #[test]
+    fn default_image_carries_crate_version() {
+        assert_eq!(
+            DEFAULT_PROXY_IMAGE,
+            format!("ghcr.io/weft-mesh/weft-proxy:{}", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""The local mesh demo's services, one program with a role per Deployment.
+
+  pricing   GET /price?item=X   -> {"item", "cents", "pod"}
+  catalog   GET /items          -> the items, each priced by a call to pricing
+  web       GET /               -> a page summary built from a call to catalog
+  traffic   calls web --requests times, prints a summary, then idles so its log stays readable
+
+Services find each other by cluster DNS names, exactly as in Kubernetes; the apps know nothing of
+the mesh: every call below is plain HTTP that the pods' weft-proxy sidecars intercept.
+"""
+
+import argparse
+import collections
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+import urllib.error
+import urllib.request
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+POD = os.environ.get("POD_NAME") or socket.gethostname()
+ITEMS = ["loom", "shuttle", "bobbin"]
+TIMEOUT_S = 5
+
+
+def log(msg):
+    print(f"[{POD}] {msg}", flush=True)
+
+
+def get_json(url):
+    with urllib.request.urlopen(url, timeout=TIMEOUT_S) as resp:
+        return json.load(resp)
+
+
+def price_of(item):
+    # Deterministic so every pricing replica agrees.
+    return 100 + int(hashlib.sha256(item.encode()).hexdigest(), 16) % 900
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    role = None
+    upstream = None
+
+    def log_message(self, fmt, *args):
+        log(fmt % args)
+
+    def send_json(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        try:
+            self.send_json(200, self.answer())
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            self.send_json(502, {"error": f"{self.role} -> {self.upstream}: {e}", "pod": POD})
+
+    def answer(self):
+        path, _, query = self.path.partition("?")
+        if self.role == "pricing":
+            item = dict(p.split("=", 1) for p in query.split("&") if "=" in p).get("item", "")
+            return {"item": item, "cents": price_of(item), "pod": POD}
+        if self.role == "catalog":
+            priced = [get_json(f"{self.upstream}/price?item={item}") for item in ITEMS]
+            return {"items": priced, "pod": POD}
+        catalog = get_json(f"{self.upstream}/items")
+        total = sum(i["cents"] for i in catalog["items"])
+        return {"web": POD, "catalog": catalog["pod"], "items": len(catalog["items"]), "total": total}
+
+
+def serve(role, port, upstream):
+    Handler.role = role
+    Handler.upstream = upstream
+    server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
+    server.daemon_threads = True
+    log(f"{role} listening on :{port}" + (f", calling {upstream}" if upstream else ""))
+    server.serve_forever()
+
+
+def traffic(target, requests, interval):
+    statuses = collections.Counter()
+    catalogs = collections.Counter()
+    for n in range(requests):
+        try:
+            body = get_json(target)
+            statuses[200] += 1
+            catalogs[body.get("catalog", "?")] += 1
+        except urllib.error.HTTPError as e:
+            statuses[e.code] += 1
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            statuses["error"] += 1
+            log(f"request {n}: {e}")
+        time.sleep(interval)
+    log(f"traffic done: {requests} requests, status {dict(statuses)}, served by catalog pods {dict(catalogs)}")
+    # Stay up: the run script reads this log and the proxies' counters before tearing down.
+    while True:
+        time.sleep(3600)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="local mesh demo service")
+    parser.add_argument("role", choices=["web", "catalog", "pricing", "traffic"])
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--upstream", help="base URL of the service this one calls")
+    parser.add_argument("--requests", type=int, default=60)
+    parser.add_argument("--interval", type=float, default=0.1)
+    args = parser.parse_args()
+    if args.role != "pricing" and not args.upstream:
+        sys.exit(f"{args.role}: --upstream is required")
+    if args.role == "traffic":
+        traffic(args.upstream, args.requests, args.interval)
+    else:
+        serve(args.role, args.port, args.upstream)
+
+
+if __name__ == "__main__":
+    main()

@@ -85,7 +85,22 @@ def serve(role, port, upstream):
     server.serve_forever()
 
 
+def wait_until_serving(target, limit_s=60):
+    """The generator may start before web and its upstreams are ready; wait (bounded) for one success."""
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            get_json(target)
+            return
+        except (urllib.error.URLError, OSError, ValueError) as e:
+            if time.monotonic() > deadline:
+                sys.exit(f"traffic: {target} still failing after {limit_s} s: {e}")
+            time.sleep(0.5)
+
+
 def traffic(target, requests, interval):
+    wait_until_serving(target)
+    log(f"traffic start: {requests} requests to {target}")
     statuses = collections.Counter()
     catalogs = collections.Counter()
     for n in range(requests):

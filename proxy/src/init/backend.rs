@@ -1,0 +1,133 @@
+//! The iptables backend (legacy xtables or nf_tables) and how `auto` picks one.
+//!
+//! Both backends can hold rules in one namespace, but packets only see both when
+//! the kernel runs both, and a pod whose other tooling uses one backend should
+//! get its rules there too. Like Istio and Linkerd, `auto` looks at which backend
+//! already holds rules and prefers nf_tables when neither does.
+
+use std::fmt;
+
+use super::family::Family;
+use super::save::SavedRules;
+
+/// Which iptables implementation programs the rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    Legacy,
+    Nft,
+}
+
+impl Backend {
+    /// `iptables-legacy-save`, `ip6tables-nft-save`, ...
+    pub fn save_tool(self, family: Family) -> String {
+        format!("{}-{}-save", family.tool_stem(), self.suffix())
+    }
+
+    /// `iptables-legacy-restore`, `ip6tables-nft-restore`, ...
+    pub fn restore_tool(self, family: Family) -> String {
+        format!("{}-{}-restore", family.tool_stem(), self.suffix())
+    }
+
+    fn suffix(self) -> &'static str {
+        match self {
+            Backend::Legacy => "legacy",
+            Backend::Nft => "nft",
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.suffix())
+    }
+}
+
+/// Picks the backend from what each one's save tool showed; `None` means that
+/// backend's tools could not be used here. Returns `None` when neither can.
+///
+/// Order: the backend already holding Weft's chains (so re-runs and `--remove`
+/// find them), then the only backend holding any rules, then nf_tables.
+pub fn choose(legacy: Option<&SavedRules>, nft: Option<&SavedRules>) -> Option<Backend> {
+    match (legacy, nft) {
+        (None, None) => None,
+        (Some(_), None) => Some(Backend::Legacy),
+        (None, Some(_)) => Some(Backend::Nft),
+        (Some(legacy), Some(nft)) => {
+            let (legacy_weft, nft_weft) = (legacy.holds_weft_chains(), nft.holds_weft_chains());
+            if legacy_weft != nft_weft {
+                return Some(if legacy_weft {
+                    Backend::Legacy
+                } else {
+                    Backend::Nft
+                });
+            }
+            if legacy.rule_count() > 0 && nft.rule_count() == 0 {
+                Some(Backend::Legacy)
+            } else {
+                Some(Backend::Nft)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn saved(text: &str) -> SavedRules {
+        SavedRules::parse(text)
+    }
+
+    const EMPTY: &str = "*nat\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\nCOMMIT\n";
+    const SOME_RULES: &str =
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n";
+    const WEFT: &str = "*nat\n:OUTPUT ACCEPT [0:0]\n:WEFT_OUTPUT - [0:0]\n-A OUTPUT -p tcp -j WEFT_OUTPUT\nCOMMIT\n";
+
+    #[test]
+    fn tool_names_follow_debian_layout() {
+        assert_eq!(
+            Backend::Legacy.save_tool(Family::V4),
+            "iptables-legacy-save"
+        );
+        assert_eq!(
+            Backend::Nft.restore_tool(Family::V6),
+            "ip6tables-nft-restore"
+        );
+    }
+
+    #[test]
+    fn prefers_nft_when_neither_holds_rules() {
+        let (l, n) = (saved(EMPTY), saved(EMPTY));
+        assert_eq!(choose(Some(&l), Some(&n)), Some(Backend::Nft));
+    }
+
+    #[test]
+    fn follows_the_only_backend_with_rules() {
+        let (l, n) = (saved(SOME_RULES), saved(EMPTY));
+        assert_eq!(choose(Some(&l), Some(&n)), Some(Backend::Legacy));
+        let (l, n) = (saved(EMPTY), saved(SOME_RULES));
+        assert_eq!(choose(Some(&l), Some(&n)), Some(Backend::Nft));
+    }
+
+    #[test]
+    fn prefers_nft_when_both_hold_rules() {
+        let (l, n) = (saved(SOME_RULES), saved(SOME_RULES));
+        assert_eq!(choose(Some(&l), Some(&n)), Some(Backend::Nft));
+    }
+
+    #[test]
+    fn weft_chains_win_over_other_rules() {
+        let (l, n) = (saved(WEFT), saved(SOME_RULES));
+        assert_eq!(choose(Some(&l), Some(&n)), Some(Backend::Legacy));
+        let (l, n) = (saved(SOME_RULES), saved(WEFT));
+        assert_eq!(choose(Some(&l), Some(&n)), Some(Backend::Nft));
+    }
+
+    #[test]
+    fn uses_whichever_backend_is_usable() {
+        let s = saved(SOME_RULES);
+        assert_eq!(choose(Some(&s), None), Some(Backend::Legacy));
+        assert_eq!(choose(None, Some(&s)), Some(Backend::Nft));
+        assert_eq!(choose(None, None), None);
+    }
+}

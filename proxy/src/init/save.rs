@@ -27,18 +27,20 @@ impl SavedRules {
         for line in text.lines().map(str::trim) {
             if let Some(name) = line.strip_prefix('*') {
                 table = name.to_string();
-            } else if let Some(decl) = line.strip_prefix(':') {
-                if let Some(chain) = decl.split_whitespace().next() {
-                    saved.chains.push((table.clone(), chain.to_string()));
-                }
-            } else if let Some(rest) = line.strip_prefix("-A ") {
-                if let Some(chain) = rest.split_whitespace().next() {
-                    saved.rules.push(SavedRule {
-                        table: table.clone(),
-                        chain: chain.to_string(),
-                        line: line.to_string(),
-                    });
-                }
+            } else if let Some(chain) = line
+                .strip_prefix(':')
+                .and_then(|decl| decl.split_whitespace().next())
+            {
+                saved.chains.push((table.clone(), chain.to_string()));
+            } else if let Some(chain) = line
+                .strip_prefix("-A ")
+                .and_then(|rule| rule.split_whitespace().next())
+            {
+                saved.rules.push(SavedRule {
+                    table: table.clone(),
+                    chain: chain.to_string(),
+                    line: line.to_string(),
+                });
             }
         }
         saved

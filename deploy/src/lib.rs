@@ -1,0 +1,29 @@
+//! weft-inject: adds the Weft sidecar to Kubernetes workloads.
+//!
+//! A pod is meshed when `weft.io/inject: enabled` is on its pod template (or Pod) or on its
+//! namespace, and not overridden by `weft.io/inject: disabled` on the pod. A meshed pod gets:
+//! - `weft-init` as its first init container, running `weft-proxy init` (NET_ADMIN, NET_RAW)
+//!   with the pod's skip lists; the admin port 4191 is always skipped inbound;
+//! - `weft-proxy` as its first container, running as UID 2102, with one `WEFT_*` environment
+//!   variable per proxy annotation present and resources from `weft.io/proxy-cpu-*` and
+//!   `weft.io/proxy-memory-*`;
+//! - the annotation `weft.io/injected: <injector version>` on the pod template, which records
+//!   which injector meshed it (a pod already holding a `weft-proxy` container is left as it is,
+//!   so injecting twice changes nothing).
+//!
+//! Other `weft.io/` annotations on a namespace act as defaults for its meshed pods; the pod's own
+//! annotations win. Every `weft.io/` annotation of a meshed pod or namespace must be in
+//! `weft_settings::SETTINGS` with a valid value, or injection fails naming the object.
+
+mod annotations;
+mod error;
+mod inject;
+mod manifest;
+mod namespaces;
+mod sidecar;
+mod workload;
+
+pub use error::InjectError;
+pub use inject::{INJECTOR_VERSION, InjectOptions, inject};
+pub use manifest::{parse_manifests, to_yaml};
+pub use sidecar::{INIT_CONTAINER, PROXY_CONTAINER};

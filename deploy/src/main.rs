@@ -1,0 +1,77 @@
+//! `weft-inject [-f FILE|-] [--proxy-image IMG]`: reads Kubernetes YAML, writes it back with the
+//! Weft sidecar added to every meshed pod.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use weft_inject::{InjectOptions, inject, parse_manifests, to_yaml};
+
+#[derive(Parser, Debug)]
+#[command(
+    version,
+    about = "Adds the Weft sidecar to Kubernetes workloads annotated weft.io/inject: enabled"
+)]
+struct Args {
+    /// Manifests to read; "-" reads standard input.
+    #[arg(short = 'f', long = "filename", default_value = "-")]
+    file: PathBuf,
+    /// Image of the proxy and init containers, unless a pod sets weft.io/proxy-image.
+    #[arg(long, value_parser = weft_settings::parse_image, default_value = weft_settings::DEFAULT_PROXY_IMAGE)]
+    proxy_image: String,
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            // --help and --version also arrive here, on stdout and successful.
+            let failed = e.use_stderr();
+            // Nothing more useful to do when even printing the usage fails.
+            let _ = e.print();
+            return if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line naming the object, as the error types already do.
+            eprintln!("weft-inject: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    let input = read_input(&args.file)?;
+    let docs = parse_manifests(&input)?;
+    let opts = InjectOptions {
+        proxy_image: args.proxy_image.clone(),
+        ..InjectOptions::default()
+    };
+    let yaml = to_yaml(&inject(docs, &opts)?)?;
+    std::io::stdout()
+        .lock()
+        .write_all(yaml.as_bytes())
+        .context("writing the injected manifests to standard output")?;
+    Ok(())
+}
+
+fn read_input(file: &PathBuf) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        let mut input = String::new();
+        std::io::stdin()
+            .read_to_string(&mut input)
+            .context("reading manifests from standard input")?;
+        Ok(input)
+    } else {
+        std::fs::read_to_string(file)
+            .with_context(|| format!("reading manifests from {}", file.display()))
+    }
+}

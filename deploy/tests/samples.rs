@@ -1,0 +1,153 @@
+//! The sample manifests in testdata/, through the library and through the `weft-inject` binary.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+use weft_inject::{INJECTOR_VERSION, InjectOptions, inject, parse_manifests, to_yaml};
+
+const SHOP: &str = include_str!("../testdata/shop.yaml");
+const SHOP_INJECTED: &str = include_str!("../testdata/shop.injected.yaml");
+const BAD_ANNOTATION: &str = include_str!("../testdata/bad-annotation.yaml");
+
+fn opts() -> InjectOptions {
+    InjectOptions {
+        proxy_image: "weft-proxy:test".to_owned(),
+        ..InjectOptions::default()
+    }
+}
+
+/// The golden file records version 0.1.0; the marker follows the crate version.
+fn expected_shop() -> Vec<Value> {
+    let text = SHOP_INJECTED.replace(
+        "weft.io/injected: \"0.1.0\"",
+        &format!("weft.io/injected: \"{INJECTOR_VERSION}\""),
+    );
+    parse_manifests(&text).unwrap()
+}
+
+fn run_cli(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_weft-inject"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn shop_injects_as_recorded() {
+    let out = inject(parse_manifests(SHOP).unwrap(), &opts()).unwrap();
+    assert_eq!(out, expected_shop());
+}
+
+#[test]
+fn injected_yaml_parses_back_with_types_kept() {
+    let injected = inject(parse_manifests(SHOP).unwrap(), &opts()).unwrap();
+    let yaml = to_yaml(&injected).unwrap();
+    let back = parse_manifests(&yaml).unwrap();
+    assert_eq!(back, injected);
+    // Env values and args that look like numbers or booleans stay strings.
+    let app = &back[1]["spec"]["template"]["spec"]["containers"][1];
+    assert_eq!(app["env"][0]["value"], Value::String("8080".into()));
+    assert_eq!(app["env"][1]["value"], Value::String("false".into()));
+    let proxy = &back[1]["spec"]["template"]["spec"]["containers"][0];
+    assert_eq!(proxy["env"][0]["value"], Value::String("3306".into()));
+    assert_eq!(proxy["ports"][0]["containerPort"], Value::from(4143));
+    let init_args = &back[1]["spec"]["template"]["spec"]["initContainers"][0]["args"];
+    assert_eq!(init_args[2], Value::String("2102".into()));
+}
+
+#[test]
+fn injecting_the_output_again_changes_nothing() {
+    let once = inject(parse_manifests(SHOP).unwrap(), &opts()).unwrap();
+    let yaml = to_yaml(&once).unwrap();
+    let twice = inject(parse_manifests(&yaml).unwrap(), &opts()).unwrap();
+    assert_eq!(twice, once);
+}
+
+#[test]
+fn cli_reads_stdin_and_writes_injected_yaml() {
+    let out = run_cli(&["--proxy-image", "weft-proxy:test"], SHOP);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(parse_manifests(&stdout).unwrap(), expected_shop());
+    assert!(out.stderr.is_empty());
+}
+
+#[test]
+fn cli_reads_a_file() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/shop.yaml");
+    let out = run_cli(&["-f", path, "--proxy-image", "weft-proxy:test"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(parse_manifests(&stdout).unwrap(), expected_shop());
+}
+
+#[test]
+fn cli_default_image_is_the_settings_default() {
+    let out = run_cli(&[], SHOP);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let docs = parse_manifests(&stdout).unwrap();
+    assert_eq!(
+        docs[1]["spec"]["template"]["spec"]["containers"][0]["image"],
+        weft_settings::DEFAULT_PROXY_IMAGE
+    );
+}
+
+#[test]
+fn cli_bad_annotation_is_one_line_naming_the_object() {
+    let out = run_cli(&[], BAD_ANNOTATION);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with(
+            r#"weft-inject: Deployment default/web: annotation "weft.io/detect-timeout" has a bad value: expected a duration"#
+        ),
+        "{stderr}"
+    );
+    assert!(stderr.contains(r#"got "soon""#), "{stderr}");
+}
+
+#[test]
+fn cli_bad_yaml_and_missing_file_exit_1() {
+    let out = run_cli(&[], "kind: [Pod\n");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("weft-inject: cannot read the manifests as YAML"),
+        "{stderr}"
+    );
+
+    let out = run_cli(&["-f", "/nonexistent/weft.yaml"], "");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("/nonexistent/weft.yaml"), "{stderr}");
+}
+
+#[test]
+fn cli_bad_image_option_exits_1() {
+    let out = run_cli(&["--proxy-image", "Not An Image"], SHOP);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--proxy-image"));
+}

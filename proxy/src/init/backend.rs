@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use super::error::InitError;
 use super::family::Family;
 use super::save::SavedRules;
 
@@ -70,6 +71,28 @@ pub fn choose(legacy: Option<&SavedRules>, nft: Option<&SavedRules>) -> Option<B
     }
 }
 
+/// Picks the backend from both probes (`iptables-*-save` results). When
+/// neither worked, a missing capability explains it before anything else.
+pub fn decide(
+    nft: Result<SavedRules, InitError>,
+    legacy: Result<SavedRules, InitError>,
+) -> Result<Backend, InitError> {
+    if let Some(backend) = choose(legacy.as_ref().ok(), nft.as_ref().ok()) {
+        return Ok(backend);
+    }
+    match (nft, legacy) {
+        (Err(err @ InitError::NotPermitted { .. }), _)
+        | (_, Err(err @ InitError::NotPermitted { .. })) => Err(err),
+        (Err(nft), Err(legacy)) => Err(InitError::NoBackend {
+            nft: Box::new(nft),
+            legacy: Box::new(legacy),
+        }),
+        // `choose` only declines when both probes failed.
+        (Ok(_), _) => Ok(Backend::Nft),
+        (_, Ok(_)) => Ok(Backend::Legacy),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +144,47 @@ mod tests {
         assert_eq!(choose(Some(&l), Some(&n)), Some(Backend::Legacy));
         let (l, n) = (saved(SOME_RULES), saved(WEFT));
         assert_eq!(choose(Some(&l), Some(&n)), Some(Backend::Nft));
+    }
+
+    fn missing(tool: &str) -> InitError {
+        InitError::ToolMissing { tool: tool.into() }
+    }
+
+    fn denied() -> InitError {
+        InitError::NotPermitted {
+            tool: "iptables-legacy-save".into(),
+            detail: "Permission denied (you must be root)".into(),
+        }
+    }
+
+    #[test]
+    fn decide_uses_a_working_backend_even_if_the_other_is_denied() {
+        assert_eq!(
+            decide(Ok(saved(EMPTY)), Err(denied())).unwrap(),
+            Backend::Nft
+        );
+    }
+
+    #[test]
+    fn decide_reports_a_missing_capability_first() {
+        let err = decide(Err(missing("iptables-nft-save")), Err(denied())).unwrap_err();
+        assert!(matches!(err, InitError::NotPermitted { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn decide_names_both_missing_tools() {
+        let err = decide(
+            Err(missing("iptables-nft-save")),
+            Err(missing("iptables-legacy-save")),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("iptables-nft-save not found on PATH"), "{err}");
+        assert!(
+            err.contains("iptables-legacy-save not found on PATH"),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1);
     }
 
     #[test]

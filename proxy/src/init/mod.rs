@@ -121,27 +121,13 @@ fn restore(backend: Backend, family: Family, text: &str) -> Result<(), InitError
     .map(drop)
 }
 
-/// Looks at what each backend holds (all tables, IPv4) and picks one.
-/// A missing capability is reported at once: it is not a backend problem.
+/// Looks at what each backend holds (all tables, IPv4) and picks one. When
+/// neither can be read, a missing capability explains it before anything else.
 fn detect_backend() -> Result<Backend, InitError> {
-    let probe = |backend: Backend| match run_tool(&backend.save_tool(Family::V4), &[], None) {
-        Ok(dump) => Ok(Ok(SavedRules::parse(&dump))),
-        Err(err @ InitError::NotPermitted { .. }) => Err(err),
-        Err(err) => Ok(Err(err)),
+    let probe = |backend: Backend| {
+        run_tool(&backend.save_tool(Family::V4), &[], None).map(|dump| SavedRules::parse(&dump))
     };
-    let nft = probe(Backend::Nft)?;
-    let legacy = probe(Backend::Legacy)?;
-    match backend::choose(legacy.as_ref().ok(), nft.as_ref().ok()) {
-        Some(backend) => Ok(backend),
-        None => Err(InitError::NoBackend {
-            nft: Box::new(nft.err().unwrap_or(InitError::ToolMissing {
-                tool: Backend::Nft.save_tool(Family::V4),
-            })),
-            legacy: Box::new(legacy.err().unwrap_or(InitError::ToolMissing {
-                tool: Backend::Legacy.save_tool(Family::V4),
-            })),
-        }),
-    }
+    backend::decide(probe(Backend::Nft), probe(Backend::Legacy))
 }
 
 /// The IPv6 nat state when IPv6 rules are to be programmed, else why not

@@ -27,3 +27,15 @@ pub use error::InjectError;
 pub use inject::{INJECTOR_VERSION, InjectOptions, inject};
 pub use manifest::{parse_manifests, to_yaml};
 pub use sidecar::{INIT_CONTAINER, PROXY_CONTAINER};
+
+#[cfg(test)]
+mod readme_tests {
+    #[test]
+    fn readme_carries_the_current_annotation_table() {
+        let readme = include_str!("../README.md");
+        assert!(
+            readme.contains(&weft_settings::markdown_table()),
+            "deploy/README.md's annotation table is stale: paste weft_settings::markdown_table()"
+        );
+    }
+}

@@ -151,3 +151,94 @@ fn cli_bad_image_option_exits_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--proxy-image"));
 }
+
+const ALL_KINDS: &str = include_str!("../testdata/all-kinds.yaml");
+
+#[test]
+fn all_kinds_sample_sets_every_setting() {
+    let docs = parse_manifests(ALL_KINDS).unwrap();
+    let pod = &docs[0];
+    for setting in weft_settings::SETTINGS {
+        assert!(
+            pod["metadata"]["annotations"]
+                .get(setting.annotation_key())
+                .is_some(),
+            "testdata/all-kinds.yaml should set {}",
+            setting.annotation_key()
+        );
+    }
+}
+
+#[test]
+fn all_kinds_get_every_setting_applied() {
+    let docs = inject(parse_manifests(ALL_KINDS).unwrap(), &opts()).unwrap();
+    let kinds: Vec<&str> = docs.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "Pod",
+            "Deployment",
+            "StatefulSet",
+            "DaemonSet",
+            "ReplicaSet",
+            "Job",
+            "CronJob"
+        ]
+    );
+    for doc in &docs {
+        let pod = match doc["kind"].as_str().unwrap() {
+            "Pod" => doc,
+            "CronJob" => &doc["spec"]["jobTemplate"]["spec"]["template"],
+            _ => &doc["spec"]["template"],
+        };
+        let proxy = &pod["spec"]["containers"][0];
+        let init = &pod["spec"]["initContainers"][0];
+        assert_eq!(proxy["name"], "weft-proxy");
+        assert_eq!(init["name"], "weft-init");
+        assert_eq!(pod["spec"]["containers"][1]["name"], "app");
+        // weft.io/proxy-image wins over the option.
+        assert_eq!(proxy["image"], "ghcr.io/weft-mesh/weft-proxy:0.1.0");
+        assert_eq!(init["image"], "ghcr.io/weft-mesh/weft-proxy:0.1.0");
+        let env: Vec<(&str, &str)> = proxy["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("WEFT_OPAQUE_PORTS", "25,3306,8000-8010"),
+                ("WEFT_DETECT_TIMEOUT", "500ms"),
+                ("WEFT_CONNECT_TIMEOUT", "2s"),
+                ("WEFT_SHUTDOWN_GRACE", "45s"),
+                ("WEFT_LOG", "warn,weft=debug"),
+                ("WEFT_LOG_FORMAT", "json"),
+                ("WEFT_WORKER_THREADS", "2"),
+            ]
+        );
+        assert_eq!(
+            proxy["resources"],
+            serde_json::json!({"limits": {"cpu": "500m", "memory": "128Mi"},
+                               "requests": {"cpu": "100m", "memory": "32Mi"}})
+        );
+        assert_eq!(
+            init["args"],
+            serde_json::json!([
+                "init",
+                "--proxy-uid",
+                "2102",
+                "--inbound-port",
+                "4143",
+                "--outbound-port",
+                "4140",
+                "--skip-inbound-ports",
+                "4191,9090",
+                "--skip-outbound-ports",
+                "443,5432",
+                "--skip-outbound-cidrs",
+                "169.254.169.254/32,fd00::/8"
+            ])
+        );
+    }
+}

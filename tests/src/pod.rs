@@ -1,0 +1,376 @@
+//! One running pod: its namespace, its containers as processes, and its readiness.
+
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+
+use crate::cleanup::etc_netns_dir;
+use crate::container::{ContainerSpec, IntOrString, PodFacts, PodSpec, Probe};
+use crate::error::TestbedError;
+use crate::hosts;
+use crate::lookup::PodKey;
+use crate::probe;
+use crate::process::{child_pid, describe, describe_status, run_bounded, stop_group, wait_until};
+
+/// What the library tells callers about a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    pub name: String,
+    pub namespace: String,
+    pub ip: Ipv4Addr,
+    pub labels: BTreeMap<String, String>,
+    /// The controller (Deployment, StatefulSet, ...) that made it; None for a bare Pod.
+    pub owner: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct Container {
+    pub spec: ContainerSpec,
+    pub init: bool,
+    pub log: PathBuf,
+    pub pid: Option<i32>,
+    child: Mutex<Option<Child>>,
+    exit: Mutex<Option<ExitStatus>>,
+}
+
+impl Container {
+    /// Exit status if the process has exited (reaping it when it just did).
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        let mut exit = self.exit.lock().unwrap_or_else(|p| p.into_inner());
+        if exit.is_none() {
+            let mut child = self.child.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = child.as_mut() {
+                *exit = c.try_wait().ok().flatten();
+            }
+        }
+        *exit
+    }
+
+    pub fn name(&self) -> &str {
+        &self.spec.name
+    }
+}
+
+/// Exit code as a shell reports it: the code, or 128 + the signal that ended it.
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
+}
+
+/// Everything a pod needs to know about where it runs.
+pub struct PodContext<'a> {
+    pub node_name: &'a str,
+    pub log_dir: &'a Path,
+    pub proxy_bin: Option<&'a Path>,
+}
+
+#[derive(Debug)]
+pub struct Pod {
+    pub info: PodInfo,
+    pub spec: PodSpec,
+    /// Index of the workload that made it, and its replica index there.
+    pub workload: usize,
+    pub replica: usize,
+    pub netns: String,
+    pub hostname: Option<String>,
+    pub subdomain: Option<String>,
+    pub containers: Vec<Container>,
+    pub ready: bool,
+}
+
+impl PodKey for Pod {
+    fn pod_name(&self) -> &str {
+        &self.info.name
+    }
+    fn pod_namespace(&self) -> &str {
+        &self.info.namespace
+    }
+    fn pod_owner(&self) -> Option<&str> {
+        self.info.owner.as_deref()
+    }
+}
+
+impl Pod {
+    /// Writes /etc/netns/<netns>/{hosts,resolv.conf}. In place (same inode), so processes that
+    /// already have them bind-mounted see updates too.
+    pub fn write_dns(&self, records: &[hosts::ServiceRecord]) -> Result<(), TestbedError> {
+        let dir = etc_netns_dir(&self.netns);
+        std::fs::create_dir_all(&dir).map_err(|e| TestbedError::io("creating", &dir, e))?;
+        let record = hosts::PodRecord {
+            name: &self.info.name,
+            namespace: &self.info.namespace,
+            ip: self.info.ip,
+        };
+        let hosts_path = dir.join("hosts");
+        std::fs::write(&hosts_path, hosts::hosts_file(&record, records))
+            .map_err(|e| TestbedError::io("writing", &hosts_path, e))?;
+        let resolv_path = dir.join("resolv.conf");
+        std::fs::write(&resolv_path, hosts::resolv_conf(&self.info.namespace))
+            .map_err(|e| TestbedError::io("writing", &resolv_path, e))
+    }
+
+    /// Runs the init containers in order, each to completion, then starts the others in order.
+    pub fn start(
+        &mut self,
+        ctx: &PodContext<'_>,
+        init_timeout: Duration,
+    ) -> Result<(), TestbedError> {
+        let specs: Vec<(ContainerSpec, bool)> = self
+            .spec
+            .init_containers
+            .iter()
+            .map(|c| (c.clone(), true))
+            .chain(self.spec.containers.iter().map(|c| (c.clone(), false)))
+            .collect();
+        for (spec, init) in specs {
+            let log = ctx
+                .log_dir
+                .join(format!("{}.{}.log", self.info.name, spec.name));
+            let mut child = self.launch(&spec, &log, ctx)?;
+            let pid = child_pid(&child);
+            let mut exit = None;
+            if init {
+                let status = match wait_until(&mut child, Instant::now() + init_timeout) {
+                    Some(status) => status,
+                    None => {
+                        stop_group(&mut child, Duration::ZERO);
+                        return Err(TestbedError::InitFailed {
+                            pod: self.info.name.clone(),
+                            container: spec.name.clone(),
+                            status: format!("no exit within {init_timeout:?}"),
+                            log_tail: log_tail(&log),
+                        });
+                    }
+                };
+                // Reap any stragglers the init container left in its group.
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+                if !status.success() {
+                    return Err(TestbedError::InitFailed {
+                        pod: self.info.name.clone(),
+                        container: spec.name.clone(),
+                        status: describe_status(&status),
+                        log_tail: log_tail(&log),
+                    });
+                }
+                exit = Some(status);
+            }
+            self.containers.push(Container {
+                spec,
+                init,
+                log,
+                pid: Some(pid),
+                child: Mutex::new(Some(child)),
+                exit: Mutex::new(exit),
+            });
+        }
+        Ok(())
+    }
+
+    fn launch(
+        &self,
+        spec: &ContainerSpec,
+        log: &Path,
+        ctx: &PodContext<'_>,
+    ) -> Result<Child, TestbedError> {
+        let ip = self.info.ip.to_string();
+        let facts = PodFacts {
+            name: &self.info.name,
+            namespace: &self.info.namespace,
+            ip: &ip,
+            service_account: self
+                .spec
+                .service_account_name
+                .as_deref()
+                .unwrap_or("default"),
+            node_name: ctx.node_name,
+        };
+        let bad = |reason: String| {
+            TestbedError::object(
+                "Pod",
+                &self.info.namespace,
+                &self.info.name,
+                format!("container {}: {reason}", spec.name),
+            )
+        };
+        let env = spec.environment(&facts).map_err(bad)?;
+        let argv = spec.argv(&env, ctx.proxy_bin).map_err(bad)?;
+        let (uid, gid) = spec.identity(self.spec.security_context.as_ref());
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| TestbedError::io("opening container log", log, e))?;
+        let err_file = file
+            .try_clone()
+            .map_err(|e| TestbedError::io("opening container log", log, e))?;
+        let mut cmd = in_pod_as(&self.netns, uid, gid, &argv);
+        // A container sees its own environment, not the testbed's (PATH aside, to find programs).
+        cmd.env_clear()
+            .env(
+                "PATH",
+                std::env::var_os("PATH")
+                    .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".into()),
+            )
+            .env("HOME", if uid == 0 { "/root" } else { "/" })
+            .env("HOSTNAME", &self.info.name)
+            .envs(env)
+            .current_dir(spec.working_dir.as_deref().unwrap_or("/"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err_file))
+            .process_group(0);
+        let command = describe(&cmd);
+        cmd.spawn()
+            .map_err(|source| TestbedError::Spawn { command, source })
+    }
+
+    /// Checks every container's readiness probe once; true when all pass. A container with a
+    /// probe that has exited is an error: it can never become ready (nothing restarts it).
+    pub fn probe_once(
+        &self,
+        attempt_timeout: Duration,
+    ) -> Result<Result<(), (String, String)>, TestbedError> {
+        for container in self.containers.iter().filter(|c| !c.init) {
+            let Some(probe) = &container.spec.readiness_probe else {
+                continue;
+            };
+            if let Some(status) = container.exit_status() {
+                return Err(TestbedError::NotReady {
+                    pod: self.info.name.clone(),
+                    container: container.name().to_string(),
+                    timeout: Duration::ZERO,
+                    last: format!("the process exited ({})", describe_status(&status)),
+                    log_tail: log_tail(&container.log),
+                });
+            }
+            if let Err(reason) = self.run_probe(container, probe, attempt_timeout)? {
+                return Ok(Err((container.name().to_string(), reason)));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    fn run_probe(
+        &self,
+        container: &Container,
+        probe: &Probe,
+        timeout: Duration,
+    ) -> Result<Result<(), String>, TestbedError> {
+        let port_of = |port: &IntOrString| {
+            container
+                .spec
+                .resolve_port(port)
+                .ok_or_else(|| format!("probe port {port:?} is not a port of the container"))
+        };
+        let host_of = |host: &Option<String>| -> Result<IpAddr, String> {
+            match host {
+                None => Ok(IpAddr::V4(self.info.ip)),
+                Some(h) => h
+                    .parse()
+                    .map_err(|_| format!("probe host {h} is not an IP address")),
+            }
+        };
+        if let Some(get) = &probe.http_get {
+            let addr = match (host_of(&get.host), port_of(&get.port)) {
+                (Ok(h), Ok(p)) => SocketAddr::new(h, p),
+                (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+            };
+            let path = get.path.as_deref().unwrap_or("/");
+            return Ok(
+                probe::http_get(&self.netns, addr, path, timeout)?.and_then(|r| {
+                    // Kubernetes counts 200..400 as success.
+                    if (200..400).contains(&r.status) {
+                        Ok(())
+                    } else {
+                        Err(format!("GET http://{addr}{path} answered {}", r.status))
+                    }
+                }),
+            );
+        }
+        if let Some(tcp) = &probe.tcp_socket {
+            let addr = match (host_of(&tcp.host), port_of(&tcp.port)) {
+                (Ok(h), Ok(p)) => SocketAddr::new(h, p),
+                (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
+            };
+            return probe::tcp_connect(&self.netns, addr, timeout);
+        }
+        if let Some(exec) = &probe.exec {
+            let (uid, gid) = container.spec.identity(self.spec.security_context.as_ref());
+            let output = run_bounded(
+                in_pod_as(&self.netns, uid, gid, &exec.command),
+                timeout.max(Duration::from_secs(5)),
+            )?;
+            return Ok(if output.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "exec probe {:?} {}",
+                    exec.command,
+                    describe_status(&output.status)
+                ))
+            });
+        }
+        Ok(Ok(()))
+    }
+
+    /// SIGTERM to every container's process group at once (main containers last-started first).
+    pub fn signal_all(&self, sig: Signal) {
+        for container in self.containers.iter().rev() {
+            if let Some(pid) = container.pid
+                && container.exit_status().is_none()
+            {
+                let _ = killpg(Pid::from_raw(pid), sig);
+            }
+        }
+    }
+
+    /// Waits until `deadline` for the containers to exit, then kills what is left.
+    pub fn reap(&self, deadline: Instant) {
+        for container in &self.containers {
+            let mut child = container.child.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = child.as_mut() {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                let status = stop_group(c, remaining.max(Duration::from_millis(1)));
+                let mut exit = container.exit.lock().unwrap_or_else(|p| p.into_inner());
+                if exit.is_none() {
+                    *exit = status;
+                }
+            }
+        }
+    }
+}
+
+/// `ip netns exec NS setpriv --reuid U --regid G --clear-groups -- argv...`: a process in the pod's
+/// network namespace, with its /etc/netns files mounted over /etc, as the given user.
+pub fn in_pod_as(netns: &str, uid: u32, gid: u32, argv: &[String]) -> Command {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns, "setpriv"])
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={gid}"))
+        .args(["--clear-groups", "--"])
+        .args(argv);
+    cmd
+}
+
+/// The last lines of a log, for error messages.
+pub fn log_tail(path: &Path) -> String {
+    const LINES: usize = 20;
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            lines[lines.len().saturating_sub(LINES)..].join("\n")
+        }
+        Err(e) => format!("(log {} unreadable: {e})", path.display()),
+    }
+}

@@ -1,0 +1,755 @@
+//! The testbed: brings a plan up as namespaces and processes, answers questions about it, and
+//! tears it all down on drop.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::address::AddressPool;
+use crate::cleanup::{self, DownTarget};
+use crate::dnat::{self, ServiceRule};
+use crate::error::TestbedError;
+use crate::hosts::ServiceRecord;
+use crate::lookup::find_pod;
+use crate::manifest;
+use crate::naming;
+use crate::netns;
+use crate::pod::{Pod, PodContext, PodInfo, exit_code, in_pod_as, log_tail};
+use crate::probe;
+use crate::process::{describe, describe_status, run_bounded, run_with_stdin};
+use crate::service::{Endpoint, Service, endpoints_for};
+use crate::spawned::SpawnedProcess;
+use crate::state::{ContainerState, InstanceState, Owner, PodState, ServiceState};
+use crate::workload::Workload;
+
+/// How a testbed is brought up. `Default` suits tests.
+#[derive(Debug, Clone)]
+pub struct TestbedOptions {
+    /// The weft-proxy binary; default: `WEFT_PROXY_BIN`, else beside the running executable.
+    pub proxy_bin: Option<PathBuf>,
+    /// How long `up`/`scale` wait for init containers and readiness probes.
+    pub ready_timeout: Duration,
+    /// Bound on `exec`, `exec_node` and `metrics`.
+    pub exec_timeout: Duration,
+    /// Between SIGTERM and SIGKILL at teardown.
+    pub stop_grace: Duration,
+    /// Instance name (CLI `--name`); default: unique per process and call.
+    pub name: Option<String>,
+    /// Where instance state and logs live.
+    pub state_root: PathBuf,
+}
+
+impl Default for TestbedOptions {
+    fn default() -> Self {
+        TestbedOptions {
+            proxy_bin: None,
+            ready_timeout: Duration::from_secs(30),
+            exec_timeout: Duration::from_secs(30),
+            stop_grace: Duration::from_secs(3),
+            name: None,
+            state_root: cleanup::default_state_root(),
+        }
+    }
+}
+
+/// A service as the testbed set it up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub namespace: String,
+    /// None for a headless service.
+    pub cluster_ip: Option<Ipv4Addr>,
+    pub ports: Vec<u16>,
+}
+
+#[derive(Debug)]
+struct ServiceEntry {
+    service: Service,
+    cluster_ip: Option<Ipv4Addr>,
+}
+
+/// Pods, services and the node namespace made from a set of manifests. Dropping it tears
+/// everything down (also while unwinding from a panic).
+#[derive(Debug)]
+pub struct Testbed {
+    instance: String,
+    opts: TestbedOptions,
+    state_dir: PathBuf,
+    log_dir: PathBuf,
+    node_netns: String,
+    workloads: Vec<Workload>,
+    pods: Vec<Pod>,
+    services: Vec<ServiceEntry>,
+    pod_addrs: AddressPool,
+    next_seq: u32,
+    proxy_bin: Option<PathBuf>,
+    detached: bool,
+    spawn_seq: AtomicU32,
+}
+
+impl Testbed {
+    /// Injects and brings up the manifests; returns once every pod is ready.
+    pub fn up(manifests_yaml: &str, opts: TestbedOptions) -> Result<Testbed, TestbedError> {
+        let plan = manifest::plan(manifests_yaml)?;
+        for skipped in &plan.skipped {
+            tracing::info!("skipping {skipped}: the testbed does not run CronJobs");
+        }
+        let instance = match &opts.name {
+            Some(name) => naming::named_instance(name)?,
+            None => naming::fresh_instance(),
+        };
+        let state_dir = opts.state_root.join(&instance);
+        if opts.name.is_some() {
+            if let Ok(state) = InstanceState::load(&state_dir)
+                && (state.detached || state.owner.is_alive())
+            {
+                return Err(TestbedError::State {
+                    path: InstanceState::path(&state_dir),
+                    reason: format!(
+                        "instance {instance} is already up (pid {}); `down` it first",
+                        state.owner.pid
+                    ),
+                });
+            }
+            cleanup::down(&DownTarget::Instance(instance.clone()), &opts.state_root)?;
+        }
+        let log_dir = state_dir.join("logs");
+        std::fs::create_dir_all(&log_dir).map_err(|e| TestbedError::io("creating", &log_dir, e))?;
+        let needs_proxy = plan
+            .workloads
+            .iter()
+            .flat_map(|w| w.spec.init_containers.iter().chain(&w.spec.containers))
+            .any(|c| c.is_proxy_image());
+        let proxy_bin = if needs_proxy {
+            Some(crate::proxy_bin::locate(opts.proxy_bin.as_deref())?)
+        } else {
+            None
+        };
+        let mut testbed = Testbed {
+            node_netns: naming::node_netns(&instance),
+            instance,
+            opts,
+            state_dir,
+            log_dir,
+            workloads: plan.workloads,
+            pods: Vec::new(),
+            services: Vec::new(),
+            pod_addrs: AddressPool::pods(),
+            next_seq: 0,
+            proxy_bin,
+            detached: false,
+            spawn_seq: AtomicU32::new(0),
+        };
+        // The owner is on record before anything exists, so `down` never mistakes a starting
+        // instance for a crashed one. From here on, Drop cleans up after any error.
+        testbed.save_state()?;
+        netns::create_node(&testbed.node_netns)?;
+        testbed.assign_cluster_ips(plan.services)?;
+        let mut new_pods = Vec::new();
+        for w in 0..testbed.workloads.len() {
+            for replica in 0..testbed.workloads[w].replicas {
+                new_pods.push(testbed.create_pod(w, replica)?);
+            }
+        }
+        testbed.start_pods(&new_pods)?;
+        Ok(testbed)
+    }
+
+    fn assign_cluster_ips(&mut self, services: Vec<Service>) -> Result<(), TestbedError> {
+        let mut pool = AddressPool::services();
+        let mut wanted = Vec::with_capacity(services.len());
+        for service in &services {
+            let requested = service
+                .requested_cluster_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+                .filter(|ip| pool.reserve(*ip));
+            wanted.push(requested);
+        }
+        for (service, requested) in services.into_iter().zip(wanted) {
+            let cluster_ip = match (service.is_headless(), requested) {
+                (true, _) => None,
+                (false, Some(ip)) => Some(ip),
+                (false, None) => Some(pool.allocate()?),
+            };
+            self.services.push(ServiceEntry {
+                service,
+                cluster_ip,
+            });
+        }
+        Ok(())
+    }
+
+    /// Network for one replica; containers are started later by `start_pods`.
+    fn create_pod(&mut self, workload: usize, replica: usize) -> Result<usize, TestbedError> {
+        let w = &self.workloads[workload];
+        let name = w.pod_name(replica);
+        let (hostname, subdomain) = w.dns_identity(&name);
+        let ip = self.pod_addrs.allocate()?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let pod = Pod {
+            info: PodInfo {
+                name,
+                namespace: w.namespace.clone(),
+                ip,
+                labels: w.labels.clone(),
+                owner: w.owner(),
+            },
+            spec: w.spec.clone(),
+            workload,
+            replica,
+            netns: naming::pod_netns(&self.instance, seq),
+            hostname,
+            subdomain,
+            containers: Vec::new(),
+            ready: false,
+        };
+        // Recorded before it exists, so teardown after a failure half-way still removes it.
+        self.pods.push(pod);
+        let pod = &self.pods[self.pods.len() - 1];
+        netns::create_pod(&self.node_netns, &pod.netns, &naming::node_link(seq), ip)?;
+        Ok(self.pods.len() - 1)
+    }
+
+    /// DNS files for every pod, then containers of the new pods, readiness, service rules.
+    fn start_pods(&mut self, new_pods: &[usize]) -> Result<(), TestbedError> {
+        self.write_dns()?;
+        let deadline = Instant::now() + self.opts.ready_timeout;
+        for &i in new_pods {
+            let ctx = PodContext {
+                node_name: &self.node_netns,
+                log_dir: &self.log_dir,
+                proxy_bin: self.proxy_bin.as_deref(),
+            };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = self.pods[i].start(&ctx, remaining);
+            self.save_state()?;
+            result?;
+        }
+        self.wait_ready(new_pods, deadline)?;
+        // Headless names list ready pods only, so DNS is rewritten once they are.
+        self.write_dns()?;
+        self.apply_service_rules()?;
+        self.save_state()
+    }
+
+    fn wait_ready(&mut self, pods: &[usize], deadline: Instant) -> Result<(), TestbedError> {
+        let mut pending: Vec<usize> = pods.to_vec();
+        let attempt = Duration::from_secs(1);
+        loop {
+            let mut still = Vec::new();
+            let mut last = None;
+            for &i in &pending {
+                match self.pods[i].probe_once(attempt)? {
+                    Ok(()) => self.pods[i].ready = true,
+                    Err(failure) => {
+                        last = Some((i, failure));
+                        still.push(i);
+                    }
+                }
+            }
+            pending = still;
+            let Some((i, (container, reason))) = last else {
+                return Ok(());
+            };
+            if Instant::now() >= deadline {
+                let pod = &self.pods[i];
+                let log = pod
+                    .containers
+                    .iter()
+                    .find(|c| c.name() == container)
+                    .map(|c| log_tail(&c.log))
+                    .unwrap_or_default();
+                return Err(TestbedError::NotReady {
+                    pod: pod.info.name.clone(),
+                    container,
+                    timeout: self.opts.ready_timeout,
+                    last: reason,
+                    log_tail: log,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn dns_records(&self) -> Vec<ServiceRecord> {
+        let mut records: Vec<ServiceRecord> = self
+            .services
+            .iter()
+            .map(|entry| {
+                let addresses = match entry.cluster_ip {
+                    Some(ip) => vec![ip],
+                    None => self
+                        .pods
+                        .iter()
+                        .filter(|p| {
+                            p.ready && entry.service.selects(&p.info.namespace, &p.info.labels)
+                        })
+                        .map(|p| p.info.ip)
+                        .collect(),
+                };
+                ServiceRecord {
+                    name: entry.service.name.clone(),
+                    namespace: entry.service.namespace.clone(),
+                    addresses,
+                }
+            })
+            .collect();
+        // `<hostname>.<subdomain>` per pod, as for StatefulSet pods behind their headless service.
+        records.extend(
+            self.pods
+                .iter()
+                .filter_map(|p| match (&p.hostname, &p.subdomain) {
+                    (Some(h), Some(s)) => Some(ServiceRecord {
+                        name: format!("{h}.{s}"),
+                        namespace: p.info.namespace.clone(),
+                        addresses: vec![p.info.ip],
+                    }),
+                    _ => None,
+                }),
+        );
+        records
+    }
+
+    fn write_dns(&self) -> Result<(), TestbedError> {
+        let records = self.dns_records();
+        self.pods.iter().try_for_each(|p| p.write_dns(&records))
+    }
+
+    fn service_rules(&self) -> Vec<ServiceRule> {
+        let endpoints: Vec<Endpoint<'_>> = self
+            .pods
+            .iter()
+            .map(|p| Endpoint {
+                namespace: &p.info.namespace,
+                labels: &p.info.labels,
+                ip: p.info.ip,
+                spec: &p.spec,
+                ready: p.ready,
+            })
+            .collect();
+        let mut rules = Vec::new();
+        for entry in &self.services {
+            let Some(cluster_ip) = entry.cluster_ip else {
+                continue;
+            };
+            for port in &entry.service.ports {
+                rules.push(ServiceRule {
+                    label: format!(
+                        "{}/{}:{}",
+                        entry.service.namespace,
+                        entry.service.name,
+                        port.name.clone().unwrap_or_else(|| port.port.to_string())
+                    ),
+                    cluster_ip,
+                    port: port.port,
+                    protocol: port.protocol(),
+                    endpoints: endpoints_for(&entry.service, port, &endpoints),
+                });
+            }
+        }
+        rules
+    }
+
+    /// Replaces the node's nat and filter tables in one iptables-restore transaction.
+    fn apply_service_rules(&self) -> Result<(), TestbedError> {
+        let rules = dnat::render(&self.service_rules());
+        let path = self.state_dir.join("service-rules.txt");
+        std::fs::write(&path, &rules).map_err(|e| TestbedError::io("writing", &path, e))?;
+        let file = std::fs::File::open(&path).map_err(|e| TestbedError::io("reading", &path, e))?;
+        let mut cmd = Command::new("ip");
+        cmd.args([
+            "netns",
+            "exec",
+            &self.node_netns,
+            "iptables-restore",
+            "-w",
+            "5",
+        ]);
+        cmd.stdin(Stdio::from(file));
+        let command = describe(&cmd);
+        let output = run_with_stdin(cmd, self.opts.exec_timeout)?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(TestbedError::CommandFailed {
+                command,
+                status: describe_status(&output.status),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    /// Adds or removes replicas of a Deployment, ReplicaSet or StatefulSet (highest index first)
+    /// and rewrites DNS and service rules.
+    pub fn scale(&mut self, workload: &str, replicas: usize) -> Result<(), TestbedError> {
+        let w = self
+            .workloads
+            .iter()
+            .position(|w| {
+                w.kind.scalable()
+                    && (w.name == workload || format!("{}.{}", w.name, w.namespace) == workload)
+            })
+            .ok_or_else(|| TestbedError::NoSuchWorkload(workload.to_string()))?;
+        let current = self.workloads[w].replicas;
+        self.workloads[w].replicas = replicas;
+        if replicas < current {
+            let doomed: Vec<usize> = (0..self.pods.len())
+                .filter(|&i| self.pods[i].workload == w && self.pods[i].replica >= replicas)
+                .collect();
+            // Out of service first, as Kubernetes removes endpoints before killing the pod.
+            for &i in &doomed {
+                self.pods[i].ready = false;
+            }
+            self.apply_service_rules()?;
+            self.write_dns()?;
+            for &i in doomed.iter().rev() {
+                let pod = self.pods.remove(i);
+                self.stop_pods(std::slice::from_ref(&pod));
+                self.pod_addrs.release(pod.info.ip);
+                let errors = cleanup::remove_namespaces(
+                    std::slice::from_ref(&pod.netns),
+                    self.opts.stop_grace,
+                );
+                if let Some(e) = errors.into_iter().next() {
+                    return Err(e);
+                }
+            }
+            self.save_state()
+        } else {
+            let mut new_pods = Vec::new();
+            for replica in current..replicas {
+                new_pods.push(self.create_pod(w, replica)?);
+            }
+            self.start_pods(&new_pods)
+        }
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub fn node_netns(&self) -> &str {
+        &self.node_netns
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    pub fn pods(&self) -> Vec<PodInfo> {
+        self.pods.iter().map(|p| p.info.clone()).collect()
+    }
+
+    /// Pods made by the named controller (Deployment, StatefulSet, ...), in replica order.
+    pub fn pods_of(&self, workload: &str) -> Vec<PodInfo> {
+        self.pods
+            .iter()
+            .filter(|p| p.info.owner.as_deref() == Some(workload))
+            .map(|p| p.info.clone())
+            .collect()
+    }
+
+    pub fn services(&self) -> Vec<ServiceInfo> {
+        self.services
+            .iter()
+            .map(|e| ServiceInfo {
+                name: e.service.name.clone(),
+                namespace: e.service.namespace.clone(),
+                cluster_ip: e.cluster_ip,
+                ports: e.service.ports.iter().map(|p| p.port).collect(),
+            })
+            .collect()
+    }
+
+    /// A pod by exact name (or `name.namespace`), by controller name (its first pod), or by a
+    /// prefix matching exactly one pod.
+    pub fn pod(&self, name_or_prefix: &str) -> Result<PodInfo, TestbedError> {
+        self.find(name_or_prefix).map(|p| p.info.clone())
+    }
+
+    fn find(&self, query: &str) -> Result<&Pod, TestbedError> {
+        find_pod(&self.pods, query)
+    }
+
+    /// ClusterIP of a service given as `name` or `name.namespace`.
+    pub fn service_ip(&self, name: &str) -> Result<Ipv4Addr, TestbedError> {
+        self.services
+            .iter()
+            .find(|e| {
+                e.service.name == name
+                    || format!("{}.{}", e.service.name, e.service.namespace) == name
+            })
+            .and_then(|e| e.cluster_ip)
+            .ok_or_else(|| TestbedError::NoSuchService(name.to_string()))
+    }
+
+    pub fn netns_name(&self, pod: &str) -> Result<String, TestbedError> {
+        self.find(pod).map(|p| p.netns.clone())
+    }
+
+    /// Runs `argv` as root in the pod's namespace (with its /etc/netns mounts), bounded by the
+    /// exec timeout; the caller judges the exit status.
+    pub fn exec(&self, pod: &str, argv: &[&str]) -> Result<Output, TestbedError> {
+        self.exec_with_timeout(pod, argv, self.opts.exec_timeout)
+    }
+
+    pub fn exec_with_timeout(
+        &self,
+        pod: &str,
+        argv: &[&str],
+        timeout: Duration,
+    ) -> Result<Output, TestbedError> {
+        let netns = self.find(pod)?.netns.clone();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &netns]).args(argv);
+        run_bounded(cmd, timeout)
+    }
+
+    /// As `exec`, as user and group `uid` (e.g. 2102 to act as the proxy).
+    pub fn exec_as(
+        &self,
+        pod: &str,
+        uid: u32,
+        argv: &[&str],
+        timeout: Duration,
+    ) -> Result<Output, TestbedError> {
+        let netns = self.find(pod)?.netns.clone();
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        run_bounded(in_pod_as(&netns, uid, uid, &argv), timeout)
+    }
+
+    /// Runs `argv` in the node namespace, which reaches every pod and ClusterIP.
+    pub fn exec_node(&self, argv: &[&str]) -> Result<Output, TestbedError> {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.node_netns]).args(argv);
+        run_bounded(cmd, self.opts.exec_timeout)
+    }
+
+    /// Starts `argv` as root in the pod, in the background; output goes to a log file. The
+    /// process (group) is killed when the returned value is dropped.
+    pub fn spawn(&self, pod: &str, argv: &[&str]) -> Result<SpawnedProcess, TestbedError> {
+        let p = self.find(pod)?;
+        let n = self.spawn_seq.fetch_add(1, Ordering::Relaxed);
+        let log = self.log_dir.join(format!("{}.spawn-{n}.log", p.info.name));
+        let file =
+            std::fs::File::create(&log).map_err(|e| TestbedError::io("creating", &log, e))?;
+        let err_file = file
+            .try_clone()
+            .map_err(|e| TestbedError::io("creating", &log, e))?;
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &p.netns])
+            .args(argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err_file));
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let command = describe(&cmd);
+        let child = cmd.spawn().map_err(|source| TestbedError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+        Ok(SpawnedProcess::new(child, command, log))
+    }
+
+    /// A container's stdout and stderr so far. Without a container name: the first container
+    /// that is not the proxy.
+    pub fn logs(&self, pod: &str, container: Option<&str>) -> Result<String, TestbedError> {
+        let p = self.find(pod)?;
+        let path = p
+            .containers
+            .iter()
+            .find(|c| match container {
+                Some(name) => c.name() == name,
+                None => !c.init && !c.spec.is_proxy_image(),
+            })
+            .or_else(|| {
+                container
+                    .is_none()
+                    .then(|| p.containers.iter().find(|c| !c.init))
+                    .flatten()
+            })
+            .map(|c| c.log.clone())
+            .ok_or_else(|| TestbedError::NoSuchContainer {
+                pod: p.info.name.clone(),
+                container: container.unwrap_or("(default)").to_string(),
+            })?;
+        std::fs::read(&path)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .map_err(|e| TestbedError::io("reading container log", path, e))
+    }
+
+    /// The proxy's Prometheus text: GET http://127.0.0.1:4191/metrics from inside the pod.
+    pub fn metrics(&self, pod: &str) -> Result<String, TestbedError> {
+        let p = self.find(pod)?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], 4191));
+        let response = probe::http_get(&p.netns, addr, "/metrics", self.opts.exec_timeout)?
+            .map_err(|reason| TestbedError::CommandFailed {
+                command: format!("GET http://{addr}/metrics in pod {}", p.info.name),
+                status: "no response".into(),
+                stderr: reason,
+            })?;
+        if response.status != 200 {
+            return Err(TestbedError::CommandFailed {
+                command: format!("GET http://{addr}/metrics in pod {}", p.info.name),
+                status: format!("HTTP {}", response.status),
+                stderr: response.body,
+            });
+        }
+        Ok(response.body)
+    }
+
+    fn container(
+        &self,
+        pod: &str,
+        container: &str,
+    ) -> Result<&crate::pod::Container, TestbedError> {
+        let p = self.find(pod)?;
+        p.containers
+            .iter()
+            .find(|c| c.name() == container)
+            .ok_or_else(|| TestbedError::NoSuchContainer {
+                pod: p.info.name.clone(),
+                container: container.to_string(),
+            })
+    }
+
+    /// Sends signal number `sig` to a container's main process.
+    pub fn signal(&self, pod: &str, container: &str, sig: i32) -> Result<(), TestbedError> {
+        let c = self.container(pod, container)?;
+        let signal = Signal::try_from(sig).map_err(|e| TestbedError::CommandFailed {
+            command: format!("signal {sig} to {pod}/{container}"),
+            status: "invalid signal".into(),
+            stderr: e.to_string(),
+        })?;
+        let pid = c.pid.ok_or_else(|| TestbedError::NoSuchContainer {
+            pod: pod.into(),
+            container: container.into(),
+        })?;
+        if c.exit_status().is_some() {
+            return Err(TestbedError::CommandFailed {
+                command: format!("signal {sig} to {pod}/{container}"),
+                status: "container already exited".into(),
+                stderr: String::new(),
+            });
+        }
+        kill(Pid::from_raw(pid), signal).map_err(|e| TestbedError::CommandFailed {
+            command: format!("signal {sig} to {pod}/{container} (pid {pid})"),
+            status: "kill failed".into(),
+            stderr: e.to_string(),
+        })
+    }
+
+    /// Waits up to `timeout` for a container to exit: its exit code (128 + signal when killed by
+    /// one), or None if it still runs.
+    pub fn wait_exit(
+        &self,
+        pod: &str,
+        container: &str,
+        timeout: Duration,
+    ) -> Result<Option<i32>, TestbedError> {
+        let c = self.container(pod, container)?;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = c.exit_status() {
+                return Ok(Some(exit_code(status)));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Leaves everything running (CLI `up --detach`); `down --name` removes it later.
+    pub fn detach(mut self) -> Result<(), TestbedError> {
+        self.detached = true;
+        self.save_state()
+    }
+
+    fn state(&self) -> InstanceState {
+        InstanceState {
+            instance: self.instance.clone(),
+            owner: Owner::current(),
+            detached: self.detached,
+            node_netns: self.node_netns.clone(),
+            pods: self
+                .pods
+                .iter()
+                .map(|p| PodState {
+                    name: p.info.name.clone(),
+                    namespace: p.info.namespace.clone(),
+                    ip: p.info.ip,
+                    netns: p.netns.clone(),
+                    labels: p.info.labels.clone(),
+                    owner: p.info.owner.clone(),
+                    ready: p.ready,
+                    containers: p
+                        .containers
+                        .iter()
+                        .map(|c| ContainerState {
+                            name: c.name().to_string(),
+                            init: c.init,
+                            pid: c.pid,
+                            log: c.log.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            services: self
+                .services()
+                .into_iter()
+                .map(|s| ServiceState {
+                    name: s.name,
+                    namespace: s.namespace,
+                    cluster_ip: s.cluster_ip,
+                    ports: s.ports,
+                })
+                .collect(),
+        }
+    }
+
+    fn save_state(&self) -> Result<(), TestbedError> {
+        self.state().save(&self.state_dir)
+    }
+
+    fn stop_pods(&self, pods: &[Pod]) {
+        for pod in pods {
+            pod.signal_all(Signal::SIGTERM);
+        }
+        let deadline = Instant::now() + self.opts.stop_grace;
+        for pod in pods {
+            pod.reap(deadline);
+        }
+    }
+
+    fn teardown(&mut self) {
+        let pods = std::mem::take(&mut self.pods);
+        self.stop_pods(&pods);
+        let mut namespaces: Vec<String> = pods.iter().map(|p| p.netns.clone()).collect();
+        namespaces.push(self.node_netns.clone());
+        let mut errors = cleanup::remove_namespaces(&namespaces, Duration::from_millis(500));
+        if self.state_dir.exists()
+            && let Err(e) = std::fs::remove_dir_all(&self.state_dir)
+        {
+            errors.push(TestbedError::io("removing", &self.state_dir, e));
+        }
+        for e in errors {
+            eprintln!("weft-testbed {}: teardown: {e}", self.instance);
+        }
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        if !self.detached {
+            self.teardown();
+        }
+    }
+}

@@ -1,1 +1,10 @@
 //! End-to-end tests: real pods (network namespaces), real iptables, real clients.
+
+mod grpc;
+mod h2;
+mod http1;
+mod opaque;
+mod redirect;
+mod shutdown;
+mod support;
+mod websocket;

@@ -40,6 +40,7 @@ pub fn find_pod<'a, T: PodKey>(pods: &'a [T], query: &str) -> Result<&'a T, Test
 mod tests {
     use super::*;
 
+    #[derive(Debug)]
     struct P(&'static str, &'static str, Option<&'static str>);
 
     impl PodKey for P {

@@ -24,16 +24,11 @@ pub fn plan(yaml: &str) -> Result<Plan, TestbedError> {
     plan_documents(&docs)
 }
 
-/// Multi-document YAML, null documents dropped.
-fn parse_documents(yaml: &str) -> Result<Vec<Value>, TestbedError> {
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(yaml).map_err(|e| TestbedError::Manifest(e.to_string()))?;
-    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
-}
-
-// Until weft-inject's library lands, the documents pass through unchanged.
+/// The documents after injection: the same parsing and sidecar injection as production.
 fn injected_documents(yaml: &str) -> Result<Vec<Value>, TestbedError> {
-    parse_documents(yaml)
+    let docs = weft_inject::parse_manifests(yaml).map_err(|e| TestbedError::Manifest(e.to_string()))?;
+    weft_inject::inject(docs, &weft_inject::InjectOptions::default())
+        .map_err(|e| TestbedError::Manifest(format!("injecting the sidecar: {e}")))
 }
 
 pub fn plan_documents(docs: &[Value]) -> Result<Plan, TestbedError> {
@@ -195,7 +190,13 @@ spec:
 apiVersion: batch/v1
 kind: CronJob
 metadata: {name: nightly}
-spec: {}
+spec:
+  schedule: "0 0 * * *"
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          containers: [{name: c, image: x, command: ["true"]}]
 ---
 apiVersion: v1
 kind: Pod
@@ -245,6 +246,17 @@ spec:
             .unwrap_err()
             .to_string();
         assert!(err.contains("replicas"), "{err}");
+    }
+
+    #[test]
+    fn meshed_pods_come_out_injected() {
+        let yaml = "kind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    metadata:\n      labels: {app: web}\n      annotations: {weft.io/inject: enabled}\n    spec:\n      containers: [{name: app, image: x, command: [sleep, '1']}]\n";
+        let plan = plan(yaml).unwrap();
+        let spec = &plan.workloads[0].spec;
+        assert_eq!(spec.init_containers[0].name, "weft-init");
+        assert!(spec.init_containers[0].is_proxy_image());
+        assert!(spec.containers.iter().any(|c| c.name == "weft-proxy" && c.is_proxy_image()));
+        assert!(spec.containers.iter().any(|c| c.name == "app"));
     }
 
     #[test]

@@ -222,6 +222,7 @@ fn http1_header_case_preserved() {
     require(&[("curl", "curl")]);
     let tb = up(&pods());
     let ip = tb.service_ip("server").expect("server has a ClusterIP");
+    let (out_before, in_before) = (outbound(&tb), inbound(&tb));
     let url = format!("http://{ip}:{PORT}/head");
     let out = exec_ok(
         &tb,
@@ -246,6 +247,8 @@ fn http1_header_case_preserved() {
         out.contains("\r\nX-ReSpOnSe-CaSe: preserved\r\n"),
         "response header case lost on the way out:\n{out}"
     );
+    assert!(outbound(&tb) > out_before, "the request did not cross the client proxy");
+    assert!(inbound(&tb) > in_before, "the request did not cross the server proxy");
 }
 
 /// Malformed requests get 400 from the proxy (not the app) and the connection is closed.

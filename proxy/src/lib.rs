@@ -1,3 +1,26 @@
 //! weft-proxy: Weft's per-pod sidecar proxy.
+//!
+//! Data path: `listener` accepts -> `original_dst` + `loop_guard` -> `detect` -> `http` (hyper
+//! server + tower stack + pooled upstream clients) or `opaque` (TCP with half-close). `admin`
+//! serves health and `metrics`; `drain` coordinates graceful shutdown; `sidecar::run` ties them
+//! together from a `config::ProxyConfig`.
 
+pub mod admin;
+pub mod config;
+pub mod connect;
+pub mod connection;
+pub mod counted;
+pub mod detect;
+pub mod drain;
+pub mod http;
+pub mod inbound;
 pub mod init;
+pub mod listener;
+pub mod log;
+pub mod loop_guard;
+pub mod metrics;
+pub mod opaque;
+pub mod original_dst;
+pub mod outbound;
+pub mod side;
+pub mod sidecar;

@@ -1,0 +1,221 @@
+//! The admin server: `/live`, `/ready`, `/metrics` for the kubelet and Prometheus, and
+//! `/shutdown` (loopback peers only) to start the same drain as SIGTERM.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tracing::{debug, info, warn};
+
+use crate::drain::Drain;
+use crate::metrics::Metrics;
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[derive(Clone)]
+pub struct Admin {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+    drain: Drain,
+}
+
+impl Admin {
+    pub fn new(metrics: Arc<Metrics>, drain: Drain) -> Self {
+        Admin {
+            metrics,
+            ready: Arc::new(AtomicBool::new(false)),
+            drain,
+        }
+    }
+
+    /// Called once the traffic listeners are bound.
+    pub fn set_ready(&self) {
+        self.ready.store(true, Ordering::Release);
+    }
+
+    pub fn respond(&self, method: &Method, path: &str, peer: SocketAddr) -> Response<Full<Bytes>> {
+        match (method, path) {
+            (&Method::GET | &Method::HEAD, "/live") => text(StatusCode::OK, "live"),
+            (&Method::GET | &Method::HEAD, "/ready") => {
+                if self.ready.load(Ordering::Acquire) && !self.drain.is_draining() {
+                    text(StatusCode::OK, "ready")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                }
+            }
+            (&Method::GET | &Method::HEAD, "/metrics") => match self.metrics.render() {
+                Ok(body) => {
+                    let mut resp = Response::new(Full::new(Bytes::from(body)));
+                    resp.headers_mut()
+                        .insert(CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+                    resp
+                }
+                Err(err) => {
+                    warn!(error = %err, "rendering metrics failed");
+                    text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "rendering metrics failed",
+                    )
+                }
+            },
+            (&Method::POST, "/shutdown") => {
+                if peer.ip().to_canonical().is_loopback() {
+                    info!(%peer, "shutdown requested through the admin server");
+                    self.drain.start();
+                    text(StatusCode::OK, "shutting down")
+                } else {
+                    warn!(%peer, "refused /shutdown from a non-loopback peer");
+                    text(
+                        StatusCode::FORBIDDEN,
+                        "shutdown is only accepted from loopback",
+                    )
+                }
+            }
+            (_, "/live" | "/ready" | "/metrics" | "/shutdown") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+
+    /// Serves until the process exits; it keeps answering during the drain so that `/ready`
+    /// reports it and metrics stay scrapeable.
+    pub async fn serve(self, listener: TcpListener) {
+        let mut builder = http1::Builder::new();
+        builder.timer(TokioTimer::new());
+        loop {
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => accepted,
+                Err(err) => {
+                    warn!(error = %err, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let admin = self.clone();
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let service =
+                    hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let resp = admin.respond(req.method(), req.uri().path(), peer);
+                        async move { Ok::<_, Infallible>(resp) }
+                    });
+                if let Err(err) = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await
+                {
+                    debug!(%peer, error = %err, "admin connection ended with an error");
+                }
+            });
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn loopback() -> SocketAddr {
+        "127.0.0.1:50000".parse().unwrap()
+    }
+
+    async fn body(resp: Response<Full<Bytes>>) -> String {
+        String::from_utf8(
+            resp.into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .to_vec(),
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn live_and_ready() {
+        let admin = Admin::new(Arc::new(Metrics::new()), Drain::new());
+        let live = admin.respond(&Method::GET, "/live", loopback());
+        assert_eq!(live.status(), StatusCode::OK);
+        assert_eq!(body(live).await, "live");
+        assert_eq!(
+            admin.respond(&Method::GET, "/ready", loopback()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        admin.set_ready();
+        let ready = admin.respond(&Method::GET, "/ready", loopback());
+        assert_eq!(ready.status(), StatusCode::OK);
+        assert_eq!(body(ready).await, "ready");
+    }
+
+    #[tokio::test]
+    async fn metrics_are_openmetrics_text() {
+        let metrics = Arc::new(Metrics::new());
+        metrics.loop_refused(crate::metrics::Direction::Outbound);
+        let admin = Admin::new(metrics, Drain::new());
+        let resp = admin.respond(&Method::GET, "/metrics", loopback());
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()[CONTENT_TYPE], OPENMETRICS);
+        assert!(
+            body(resp)
+                .await
+                .contains("weft_loop_refused_total{direction=\"outbound\"} 1")
+        );
+    }
+
+    #[tokio::test]
+    async fn shutdown_only_from_loopback_and_unready_after() {
+        let drain = Drain::new();
+        let admin = Admin::new(Arc::new(Metrics::new()), drain.clone());
+        admin.set_ready();
+        let remote: SocketAddr = "198.18.0.7:40000".parse().unwrap();
+        assert_eq!(
+            admin.respond(&Method::POST, "/shutdown", remote).status(),
+            StatusCode::FORBIDDEN
+        );
+        assert!(!drain.is_draining());
+        assert_eq!(
+            admin
+                .respond(&Method::GET, "/shutdown", loopback())
+                .status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
+        assert_eq!(
+            admin.respond(&Method::POST, "/shutdown", mapped).status(),
+            StatusCode::OK
+        );
+        assert!(drain.is_draining());
+        assert_eq!(
+            admin.respond(&Method::GET, "/ready", loopback()).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_are_404() {
+        let admin = Admin::new(Arc::new(Metrics::new()), Drain::new());
+        assert_eq!(
+            admin.respond(&Method::GET, "/nope", loopback()).status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+}

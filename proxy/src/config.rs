@@ -1,0 +1,194 @@
+//! The proxy's configuration: every `WEFT_*` environment variable is also a `--flag`, parsed by
+//! clap with the value parsers of `weft-settings`, so the injector and the proxy agree on syntax.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::error::{ContextKind, ContextValue, ErrorKind};
+use weft_settings::{LogFormat, PortSet};
+
+/// `weft-proxy` (no subcommand): run the sidecar.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ProxyConfig {
+    /// Where the outbound listener binds (iptables OUTPUT redirects the app's connections here).
+    #[arg(long, env = "WEFT_OUTBOUND_ADDR", default_value = "127.0.0.1:4140")]
+    pub outbound_addr: SocketAddr,
+
+    /// Where the inbound listener binds (iptables PREROUTING redirects connections to the pod here).
+    #[arg(long, env = "WEFT_INBOUND_ADDR", default_value = "0.0.0.0:4143")]
+    pub inbound_addr: SocketAddr,
+
+    /// Where the admin server (/live, /ready, /metrics, /shutdown) binds.
+    #[arg(long, env = "WEFT_ADMIN_ADDR", default_value = "0.0.0.0:4191")]
+    pub admin_addr: SocketAddr,
+
+    /// Destination ports proxied as opaque TCP without protocol detection.
+    #[arg(
+        long,
+        env = "WEFT_OPAQUE_PORTS",
+        default_value = "25,587,3306,4444,5432,6379,9300,11211",
+        value_parser = weft_settings::parse_ports
+    )]
+    pub opaque_ports: PortSet,
+
+    /// How long detection waits for the client's first bytes before treating it as opaque.
+    #[arg(long, env = "WEFT_DETECT_TIMEOUT", default_value = "1s", value_parser = weft_settings::parse_duration)]
+    pub detect_timeout: Duration,
+
+    /// How long connecting to an upstream may take.
+    #[arg(long, env = "WEFT_CONNECT_TIMEOUT", default_value = "1s", value_parser = weft_settings::parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// After SIGTERM or /shutdown, how long in-flight work may continue before exiting.
+    #[arg(long, env = "WEFT_SHUTDOWN_GRACE", default_value = "30s", value_parser = weft_settings::parse_duration)]
+    pub shutdown_grace: Duration,
+
+    /// Log filter (tracing directives).
+    #[arg(long = "log", env = "WEFT_LOG", default_value = "warn,weft=info", value_parser = weft_settings::parse_log_filter)]
+    pub log: String,
+
+    /// Log line format: plain or json.
+    #[arg(long, env = "WEFT_LOG_FORMAT", default_value = "plain", value_parser = weft_settings::parse_log_format)]
+    pub log_format: LogFormat,
+
+    /// Runtime worker threads; 1 runs everything on one thread.
+    #[arg(long, env = "WEFT_WORKER_THREADS", default_value = "1", value_parser = weft_settings::parse_count)]
+    pub worker_threads: u32,
+}
+
+/// Turns clap's report of a refused value into one line naming the environment variable, e.g.
+/// `invalid WEFT_DETECT_TIMEOUT="abc": expected a duration ...`. Other errors (help, unknown
+/// flags) are left to clap.
+pub fn describe_invalid_value(err: &clap::Error, command: &clap::Command) -> Option<String> {
+    if !matches!(
+        err.kind(),
+        ErrorKind::ValueValidation | ErrorKind::InvalidValue
+    ) {
+        return None;
+    }
+    let Some(ContextValue::String(arg)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let value = match err.get(ContextKind::InvalidValue) {
+        Some(ContextValue::String(value)) => value.as_str(),
+        _ => "",
+    };
+    // clap names the argument as "--long <VALUE>".
+    let long = arg.split_whitespace().next()?.trim_start_matches("--");
+    let setting = command
+        .get_arguments()
+        .find(|a| a.get_long() == Some(long))
+        .and_then(|a| a.get_env())
+        .map(|env| env.to_string_lossy().into_owned())
+        .unwrap_or_else(|| format!("--{long}"));
+    let reason = std::error::Error::source(err)
+        .map(|source| source.to_string())
+        .unwrap_or_else(|| "not a valid value".to_string());
+    Some(format!("invalid {setting}={value:?}: {reason}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory, Parser};
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: ProxyConfig,
+    }
+
+    fn parse(flags: &[&str]) -> Result<ProxyConfig, String> {
+        let argv = std::iter::once("weft-proxy").chain(flags.iter().copied());
+        Cli::try_parse_from(argv)
+            .map(|cli| cli.config)
+            .map_err(|err| {
+                describe_invalid_value(&err, &Cli::command()).unwrap_or_else(|| err.to_string())
+            })
+    }
+
+    #[test]
+    fn defaults_are_the_contract() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.outbound_addr, "127.0.0.1:4140".parse().unwrap());
+        assert_eq!(config.inbound_addr, "0.0.0.0:4143".parse().unwrap());
+        assert_eq!(config.admin_addr, "0.0.0.0:4191".parse().unwrap());
+        assert_eq!(config.outbound_addr.port(), weft_settings::OUTBOUND_PORT);
+        assert_eq!(config.inbound_addr.port(), weft_settings::INBOUND_PORT);
+        assert_eq!(config.admin_addr.port(), weft_settings::ADMIN_PORT);
+        assert_eq!(config.detect_timeout, Duration::from_secs(1));
+        assert_eq!(config.connect_timeout, Duration::from_secs(1));
+        assert_eq!(config.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(config.log_format, LogFormat::Plain);
+        assert_eq!(config.worker_threads, 1);
+        assert!(config.opaque_ports.contains(3306));
+        assert!(!config.opaque_ports.contains(80));
+    }
+
+    #[test]
+    fn flags_override() {
+        let config = parse(&[
+            "--detect-timeout=250ms",
+            "--opaque-ports=8000-8010",
+            "--log-format=json",
+            "--worker-threads=2",
+            "--outbound-addr=127.0.0.1:14140",
+        ])
+        .unwrap();
+        assert_eq!(config.detect_timeout, Duration::from_millis(250));
+        assert!(config.opaque_ports.contains(8005));
+        assert!(!config.opaque_ports.contains(3306));
+        assert_eq!(config.log_format, LogFormat::Json);
+        assert_eq!(config.worker_threads, 2);
+        assert_eq!(config.outbound_addr.port(), 14140);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let err = parse(&["--detect-timeout=abc"]).unwrap_err();
+        assert!(
+            err.starts_with(r#"invalid WEFT_DETECT_TIMEOUT="abc": expected a duration"#),
+            "{err}"
+        );
+        let err = parse(&["--opaque-ports=0"]).unwrap_err();
+        assert!(
+            err.starts_with(r#"invalid WEFT_OPAQUE_PORTS="0": "#),
+            "{err}"
+        );
+        let err = parse(&["--inbound-addr=nowhere"]).unwrap_err();
+        assert!(
+            err.starts_with(r#"invalid WEFT_INBOUND_ADDR="nowhere": "#),
+            "{err}"
+        );
+        let err = parse(&["--log-format=xml"]).unwrap_err();
+        assert!(
+            err.starts_with(r#"invalid WEFT_LOG_FORMAT="xml": "#),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+
+    #[test]
+    fn every_proxy_setting_in_the_table_is_an_env_var_with_its_default() {
+        let command = Cli::command();
+        for setting in weft_settings::SETTINGS {
+            let weft_settings::Target::ProxyEnv(name) = setting.target else {
+                continue;
+            };
+            let arg = command
+                .get_arguments()
+                .find(|a| a.get_env().is_some_and(|env| env == name))
+                .unwrap_or_else(|| {
+                    panic!("{name} is in weft_settings::SETTINGS but not a proxy setting")
+                });
+            let defaults: Vec<_> = arg
+                .get_default_values()
+                .iter()
+                .map(|v| v.to_string_lossy())
+                .collect();
+            if let Some(default) = setting.default {
+                assert_eq!(defaults, [default], "default of {name}");
+            }
+        }
+    }
+}

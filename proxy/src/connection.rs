@@ -1,0 +1,101 @@
+//! One accepted connection, start to end: its original destination, the loop guard, protocol
+//! detection, then HTTP proxying or opaque forwarding.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpStream;
+use tracing::{debug, info, warn};
+
+use crate::counted::CountedIo;
+use crate::detect::{DetectOutcome, Detection, PrefixedIo, Protocol, detect};
+use crate::drain::Watch;
+use crate::http::{HttpVersion, Target, stack};
+use crate::opaque;
+use crate::original_dst::{OriginalDstError, original_dst};
+use crate::side::Side;
+
+pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch: Watch) {
+    let direction = side.direction;
+    let local = match stream.local_addr() {
+        Ok(local) => local,
+        Err(err) => {
+            debug!(%direction, %peer, error = %err, "connection closed before it could be handled");
+            return;
+        }
+    };
+    let original = match original_dst(&stream, local) {
+        Ok(original) => original,
+        // Not redirected: the client connected to the listener itself, which the guard refuses.
+        Err(OriginalDstError::NotRedirected) => local,
+        Err(err) => {
+            warn!(%direction, %peer, error = %err, "closing connection: no original destination");
+            return;
+        }
+    };
+    if side.loop_guard.is_loop(original, local) {
+        side.metrics.loop_refused(direction);
+        warn!(%direction, %peer, destination = %original, "refusing connection addressed to the proxy itself");
+        return;
+    }
+
+    let (read, written) = side.metrics.byte_counters(direction);
+    let mut io = CountedIo::new(stream, read, written);
+    let detection = if side.opaque_ports.contains(original.port()) {
+        Detection {
+            protocol: Protocol::Opaque,
+            outcome: DetectOutcome::OpaquePort,
+            prefix: bytes::Bytes::new(),
+        }
+    } else {
+        match detect(&mut io, side.detect_timeout).await {
+            Ok(detection) => detection,
+            Err(err) => {
+                debug!(%direction, %peer, error = %err, "connection failed during protocol detection");
+                return;
+            }
+        }
+    };
+    side.metrics
+        .detected(direction, detection.protocol, detection.outcome);
+    let _open = side.metrics.connection(direction, detection.protocol);
+    debug!(%direction, %peer, destination = %original, protocol = %detection.protocol, outcome = detection.outcome.as_str(), "accepted");
+    let mut io = PrefixedIo::new(detection.prefix, io);
+
+    match HttpVersion::from_protocol(detection.protocol) {
+        Some(version) => {
+            let target = Target {
+                addr: original,
+                version,
+            };
+            let metrics = side.metrics.http(direction, original, detection.protocol);
+            let service = stack::build(target, metrics, side.pool.clone(), side.drain.clone());
+            let service = hyper_util::service::TowerToHyperService::new(service);
+            if let Err(err) = side.http.serve(io, version, service, &mut watch).await {
+                log_http_error(direction, peer, original, &err);
+            }
+        }
+        None => match opaque::forward(&mut io, original, side.connect_timeout).await {
+            Ok(copied) => {
+                debug!(%direction, %peer, destination = %original, to_upstream = copied.to_upstream, to_client = copied.to_client, "opaque connection closed")
+            }
+            Err(err) => {
+                warn!(%direction, %peer, destination = %original, error = %err, "opaque connection failed")
+            }
+        },
+    }
+}
+
+/// Malformed requests (answered 400/431 by hyper) and header timeouts are the client's doing and
+/// worth an info line; a client going away mid-exchange is routine.
+fn log_http_error(
+    direction: crate::metrics::Direction,
+    peer: SocketAddr,
+    destination: SocketAddr,
+    err: &hyper::Error,
+) {
+    if err.is_parse() || err.is_parse_too_large() || err.is_parse_status() || err.is_timeout() {
+        info!(%direction, %peer, %destination, error = %err, "closed HTTP connection after a malformed or incomplete request");
+    } else {
+        debug!(%direction, %peer, %destination, error = %err, "HTTP connection ended with an error");
+    }
+}

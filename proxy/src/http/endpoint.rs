@@ -1,0 +1,209 @@
+//! The endpoint client: the innermost service, which sends a request to its [`Target`] over a
+//! pooled upstream connection.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body::Body;
+use hyper::body::Incoming;
+use tower::Service;
+
+use super::pool::Pool;
+use super::target::Target;
+use crate::connect::ConnectError;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    #[error("the request has no target (the route layer did not run)")]
+    NoTarget,
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("HTTP handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("request to {addr} failed: {source}")]
+    Request {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+impl EndpointError {
+    /// The status the client gets instead of an upstream response.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            EndpointError::NoTarget => StatusCode::INTERNAL_SERVER_ERROR,
+            EndpointError::Connect(ConnectError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+            EndpointError::Request { source, .. } if source.is_timeout() => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+            _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// A few words for the `weft-error` header.
+    pub fn short_cause(&self) -> &'static str {
+        match self {
+            EndpointError::NoTarget => "no route",
+            EndpointError::Connect(err) => err.short_cause(),
+            EndpointError::Handshake { .. } => "upstream handshake failed",
+            EndpointError::Request { .. } => "upstream connection failed",
+        }
+    }
+}
+
+pub struct EndpointClient<B> {
+    pool: Arc<Pool<B>>,
+}
+
+impl<B> Clone for EndpointClient<B> {
+    fn clone(&self) -> Self {
+        EndpointClient {
+            pool: self.pool.clone(),
+        }
+    }
+}
+
+impl<B> EndpointClient<B> {
+    pub fn new(pool: Arc<Pool<B>>) -> Self {
+        EndpointClient { pool }
+    }
+}
+
+impl<B> Service<Request<B>> for EndpointClient<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    type Response = Response<Incoming>;
+    type Error = EndpointError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, EndpointError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        let pool = self.pool.clone();
+        Box::pin(async move {
+            let target = req
+                .extensions()
+                .get::<Target>()
+                .copied()
+                .ok_or(EndpointError::NoTarget)?;
+            pool.send(target, req).await
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::target::HttpVersion;
+    use http_body_util::{BodyExt, Full};
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+    use tower::ServiceExt;
+
+    /// A minimal HTTP/1.1 upstream that answers every request on a connection with "ok" and
+    /// counts the connections it accepted.
+    async fn upstream() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut seen = Vec::new();
+                    loop {
+                        let Ok(n) = sock.read(&mut buf).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        seen.extend_from_slice(&buf[..n]);
+                        while let Some(end) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                            seen.drain(..end + 4);
+                            let reply =
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Case: kept\r\n\r\nok";
+                            if sock.write_all(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn request(addr: SocketAddr) -> Request<Full<Bytes>> {
+        let mut req = Request::get("/")
+            .header("host", "app")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        req.extensions_mut().insert(Target {
+            addr,
+            version: HttpVersion::Http1,
+        });
+        req
+    }
+
+    #[tokio::test]
+    async fn reuses_a_keep_alive_connection() {
+        let (addr, accepted) = upstream().await;
+        let pool = Arc::new(Pool::new(Duration::from_secs(5)));
+        let client = EndpointClient::new(pool.clone());
+        for _ in 0..3 {
+            let resp = client.clone().oneshot(request(addr)).await.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            assert_eq!(&body[..], b"ok");
+            // Let the connection task see the end of the response.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(pool.idle_h1(addr), 1);
+    }
+
+    #[tokio::test]
+    async fn refused_upstream_is_bad_gateway() {
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = gone.local_addr().unwrap();
+        drop(gone);
+        let client = EndpointClient::new(Arc::new(Pool::new(Duration::from_secs(5))));
+        let err = client.oneshot(request(addr)).await.unwrap_err();
+        assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(err.short_cause(), "upstream refused connection");
+    }
+
+    #[tokio::test]
+    async fn missing_target_is_an_error() {
+        let client: EndpointClient<Full<Bytes>> =
+            EndpointClient::new(Arc::new(Pool::new(Duration::from_secs(5))));
+        let err = client
+            .oneshot(Request::new(Full::new(Bytes::new())))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EndpointError::NoTarget));
+    }
+}

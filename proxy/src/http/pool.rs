@@ -1,0 +1,197 @@
+//! Upstream HTTP connections kept for reuse, keyed by upstream address. HTTP/1 connections carry
+//! one request at a time, so idle ones are checked out and back in; one HTTP/2 connection per
+//! upstream is shared by all requests. Locks are held only to look a connection up, never across
+//! an await.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tracing::debug;
+
+use super::endpoint::EndpointError;
+use super::hop_by_hop::is_upgrade_request;
+use super::target::{HttpVersion, Target};
+use crate::connect::connect;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Idle HTTP/1 connections kept per upstream; more are closed once their response ends.
+const MAX_IDLE_PER_UPSTREAM: usize = 64;
+
+pub struct Pool<B> {
+    connect_timeout: Duration,
+    h1_builder: http1::Builder,
+    h2_builder: http2::Builder<TokioExecutor>,
+    h1_idle: Mutex<HashMap<SocketAddr, Vec<http1::SendRequest<B>>>>,
+    h2: Mutex<HashMap<SocketAddr, http2::SendRequest<B>>>,
+}
+
+impl<B> Pool<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    pub fn new(connect_timeout: Duration) -> Self {
+        let mut h1_builder = http1::Builder::new();
+        // Forward header names as the app wrote them.
+        h1_builder
+            .preserve_header_case(true)
+            .title_case_headers(false);
+        let mut h2_builder = http2::Builder::new(TokioExecutor::new());
+        h2_builder.timer(TokioTimer::new()).adaptive_window(true);
+        Pool {
+            connect_timeout,
+            h1_builder,
+            h2_builder,
+            h1_idle: Mutex::new(HashMap::new()),
+            h2: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `req` to `target`, on a pooled connection when one is free.
+    pub async fn send(
+        &self,
+        target: Target,
+        req: Request<B>,
+    ) -> Result<Response<Incoming>, EndpointError> {
+        match target.version {
+            HttpVersion::Http1 => self.send_h1(target.addr, req).await,
+            HttpVersion::Http2 => self.send_h2(target.addr, req).await,
+        }
+    }
+
+    async fn send_h1(
+        &self,
+        addr: SocketAddr,
+        mut req: Request<B>,
+    ) -> Result<Response<Incoming>, EndpointError> {
+        // An upgraded connection is consumed by the tunnel; it never returns to the pool.
+        let reusable = !is_upgrade_request(&req);
+        if let Some(mut conn) = self.checkout_h1(addr) {
+            match conn.try_send_request(req).await {
+                Ok(resp) => {
+                    if reusable {
+                        self.checkin_h1(addr, conn);
+                    }
+                    return Ok(resp);
+                }
+                Err(mut err) => match err.take_message() {
+                    // The pooled connection closed before taking the request: use a fresh one.
+                    Some(unsent) => req = unsent,
+                    None => {
+                        return Err(EndpointError::Request {
+                            addr,
+                            source: err.into_error(),
+                        });
+                    }
+                },
+            }
+        }
+        let mut conn = self.connect_h1(addr).await?;
+        let resp = conn
+            .send_request(req)
+            .await
+            .map_err(|source| EndpointError::Request { addr, source })?;
+        if reusable {
+            self.checkin_h1(addr, conn);
+        }
+        Ok(resp)
+    }
+
+    async fn send_h2(
+        &self,
+        addr: SocketAddr,
+        req: Request<B>,
+    ) -> Result<Response<Incoming>, EndpointError> {
+        let mut conn = match self.cached_h2(addr) {
+            Some(conn) => conn,
+            None => {
+                let conn = self.connect_h2(addr).await?;
+                self.lock_h2().insert(addr, conn.clone());
+                conn
+            }
+        };
+        conn.send_request(req)
+            .await
+            .map_err(|source| EndpointError::Request { addr, source })
+    }
+
+    /// A connection ready for a request. Busy ones (still streaming a response body) stay in the
+    /// pool; closed ones are dropped.
+    fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<B>> {
+        let mut idle = self.lock_h1();
+        let conns = idle.get_mut(&addr)?;
+        conns.retain(|conn| !conn.is_closed());
+        let ready = conns.iter().position(http1::SendRequest::is_ready)?;
+        Some(conns.swap_remove(ready))
+    }
+
+    /// Returned as soon as the response head arrives: the connection becomes ready again by
+    /// itself once the body has been read.
+    fn checkin_h1(&self, addr: SocketAddr, conn: http1::SendRequest<B>) {
+        let mut idle = self.lock_h1();
+        let conns = idle.entry(addr).or_default();
+        if conns.len() < MAX_IDLE_PER_UPSTREAM {
+            conns.push(conn);
+        }
+    }
+
+    fn cached_h2(&self, addr: SocketAddr) -> Option<http2::SendRequest<B>> {
+        let h2 = self.lock_h2();
+        h2.get(&addr).filter(|conn| !conn.is_closed()).cloned()
+    }
+
+    async fn connect_h1(&self, addr: SocketAddr) -> Result<http1::SendRequest<B>, EndpointError> {
+        let stream = connect(addr, self.connect_timeout).await?;
+        let (sender, conn) = self
+            .h1_builder
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| EndpointError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.with_upgrades().await {
+                debug!(upstream = %addr, error = %err, "upstream HTTP/1 connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    async fn connect_h2(&self, addr: SocketAddr) -> Result<http2::SendRequest<B>, EndpointError> {
+        let stream = connect(addr, self.connect_timeout).await?;
+        let (sender, conn) = self
+            .h2_builder
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| EndpointError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(err) = conn.await {
+                debug!(upstream = %addr, error = %err, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    fn lock_h1(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<http1::SendRequest<B>>>> {
+        // A panic elsewhere cannot leave the map inconsistent: every update is a single call.
+        self.h1_idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_h2(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, http2::SendRequest<B>>> {
+        self.h2.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn idle_h1(&self, addr: SocketAddr) -> usize {
+        self.lock_h1().get(&addr).map_or(0, Vec::len)
+    }
+}

@@ -1,0 +1,92 @@
+//! Serving one client connection with hyper, as HTTP/1 or HTTP/2 as detected, until it ends or
+//! the drain tells it to finish its in-flight requests and close.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::target::HttpVersion;
+use crate::drain::Watch;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Clone, Debug)]
+pub struct HttpServer {
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+}
+
+impl Default for HttpServer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl HttpServer {
+    pub fn new() -> Self {
+        let mut h1 = http1::Builder::new();
+        h1.timer(TokioTimer::new())
+            // Transparent: header names as the peers wrote them, no Date added.
+            .preserve_header_case(true)
+            .title_case_headers(false)
+            .auto_date_header(false)
+            // A client may shut down its write side while it waits for the response.
+            .half_close(true);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .auto_date_header(false)
+            .adaptive_window(true);
+        HttpServer { h1, h2 }
+    }
+
+    /// Serves `io` until the client is done. On drain: HTTP/1 finishes the request in flight and
+    /// closes; HTTP/2 sends GOAWAY and finishes open streams.
+    pub async fn serve<I, S, B>(
+        &self,
+        io: I,
+        version: HttpVersion,
+        service: S,
+        watch: &mut Watch,
+    ) -> Result<(), hyper::Error>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        let io = TokioIo::new(io);
+        match version {
+            HttpVersion::Http1 => {
+                let conn = self.h1.serve_connection(io, service).with_upgrades();
+                tokio::pin!(conn);
+                tokio::select! {
+                    res = conn.as_mut() => res,
+                    () = watch.signaled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                }
+            }
+            HttpVersion::Http2 => {
+                let conn = self.h2.serve_connection(io, service);
+                tokio::pin!(conn);
+                tokio::select! {
+                    res = conn.as_mut() => res,
+                    () = watch.signaled() => {
+                        conn.as_mut().graceful_shutdown();
+                        conn.await
+                    }
+                }
+            }
+        }
+    }
+}

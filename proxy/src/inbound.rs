@@ -1,0 +1,25 @@
+//! The inbound side (elsewhere -> app): connections the pod's iptables PREROUTING rules redirect
+//! to the inbound listener, forwarded to the app at their original destination (pod IP and app
+//! port). mTLS termination and the inbound policy will be added to this side.
+
+use std::sync::Arc;
+
+use crate::config::ProxyConfig;
+use crate::http::HttpServer;
+use crate::http::pool::Pool;
+use crate::metrics::Direction;
+use crate::side::{Shared, Side};
+
+pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
+    Side {
+        direction: Direction::Inbound,
+        detect_timeout: config.detect_timeout,
+        connect_timeout: config.connect_timeout,
+        opaque_ports: config.opaque_ports.clone(),
+        loop_guard: shared.loop_guard.clone(),
+        metrics: shared.metrics.clone(),
+        pool: Arc::new(Pool::new(config.connect_timeout)),
+        http: HttpServer::new(),
+        drain: shared.drain.clone(),
+    }
+}

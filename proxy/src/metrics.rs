@@ -1,0 +1,444 @@
+//! The proxy's Prometheus metrics: one registry, typed label sets, and handles that a connection
+//! resolves once so that the per-request path touches only atomics (plus one family lookup for the
+//! response status).
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::detect::{DetectOutcome, Protocol};
+
+/// Which side of the pod a connection belongs to.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+impl std::fmt::Display for Direction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Protocol {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for DetectOutcome {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// An upstream address as a label value ("ip:port"), kept as a `SocketAddr` so that building the
+/// label set does not allocate.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct Upstream(pub SocketAddr);
+
+impl EncodeLabelValue for Upstream {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        write!(encoder, "{}", self.0)
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConnLabels {
+    direction: Direction,
+    protocol: Protocol,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirLabels {
+    direction: Direction,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    direction: Direction,
+    upstream: Upstream,
+    protocol: Protocol,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResponseLabels {
+    direction: Direction,
+    upstream: Upstream,
+    status_code: u16,
+    protocol: Protocol,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    direction: Direction,
+    upstream: Upstream,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DetectLabels {
+    direction: Direction,
+    protocol: Protocol,
+    outcome: DetectOutcome,
+}
+
+/// Latency buckets in seconds: fine-grained below 10 ms, where a sidecar's own cost shows.
+const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY_BUCKETS)
+}
+
+/// All of the proxy's metrics and the registry that renders them.
+pub struct Metrics {
+    registry: Registry,
+    tcp_open: Family<ConnLabels, Counter>,
+    tcp_close: Family<ConnLabels, Counter>,
+    tcp_open_connections: Family<ConnLabels, Gauge>,
+    read_bytes: Family<DirLabels, Counter>,
+    write_bytes: Family<DirLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
+    responses: Family<ResponseLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
+    loop_refused: Family<DirLabels, Counter>,
+    detect: Family<DetectLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("weft");
+        let metrics = Metrics {
+            tcp_open: Family::default(),
+            tcp_close: Family::default(),
+            tcp_open_connections: Family::default(),
+            read_bytes: Family::default(),
+            write_bytes: Family::default(),
+            requests: Family::default(),
+            responses: Family::default(),
+            latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            loop_refused: Family::default(),
+            detect: Family::default(),
+            registry: Registry::default(),
+        };
+        // Counters get their `_total` suffix from the encoder.
+        registry.register(
+            "tcp_open",
+            "TCP connections accepted and handed to a protocol handler",
+            metrics.tcp_open.clone(),
+        );
+        registry.register(
+            "tcp_close",
+            "TCP connections that have ended",
+            metrics.tcp_close.clone(),
+        );
+        registry.register(
+            "tcp_open_connections",
+            "TCP connections currently open",
+            metrics.tcp_open_connections.clone(),
+        );
+        registry.register(
+            "tcp_read_bytes",
+            "Bytes read from downstream clients",
+            metrics.read_bytes.clone(),
+        );
+        registry.register(
+            "tcp_write_bytes",
+            "Bytes written to downstream clients",
+            metrics.write_bytes.clone(),
+        );
+        registry.register(
+            "request",
+            "HTTP requests received and routed to an upstream",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "response",
+            "HTTP responses sent downstream, including the proxy's own error responses",
+            metrics.responses.clone(),
+        );
+        registry.register(
+            "response_latency_seconds",
+            "Time from receiving a request to having its response headers",
+            metrics.latency.clone(),
+        );
+        registry.register(
+            "loop_refused",
+            "Connections refused because their destination was the proxy itself",
+            metrics.loop_refused.clone(),
+        );
+        registry.register(
+            "detect",
+            "Protocol detection results per accepted connection",
+            metrics.detect.clone(),
+        );
+        Metrics {
+            registry,
+            ..metrics
+        }
+    }
+
+    /// The registry in the Prometheus/OpenMetrics text format.
+    pub fn render(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::with_capacity(4096);
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// Counts a connection as open until the returned guard drops.
+    pub fn connection(&self, direction: Direction, protocol: Protocol) -> ConnectionMetrics {
+        let labels = ConnLabels {
+            direction,
+            protocol,
+        };
+        self.tcp_open.get_or_create(&labels).inc();
+        let open = self.tcp_open_connections.get_or_create_owned(&labels);
+        open.inc();
+        ConnectionMetrics {
+            open,
+            closed: self.tcp_close.get_or_create_owned(&labels),
+        }
+    }
+
+    /// The (read, write) byte counters of one direction, for a counting I/O wrapper.
+    pub fn byte_counters(&self, direction: Direction) -> (Counter, Counter) {
+        let labels = DirLabels { direction };
+        (
+            self.read_bytes.get_or_create_owned(&labels),
+            self.write_bytes.get_or_create_owned(&labels),
+        )
+    }
+
+    pub fn loop_refused(&self, direction: Direction) {
+        self.loop_refused
+            .get_or_create(&DirLabels { direction })
+            .inc();
+    }
+
+    pub fn detected(&self, direction: Direction, protocol: Protocol, outcome: DetectOutcome) {
+        self.detect
+            .get_or_create(&DetectLabels {
+                direction,
+                protocol,
+                outcome,
+            })
+            .inc();
+    }
+
+    /// Request metrics for one HTTP connection: its upstream and protocol are fixed.
+    pub fn http(
+        &self,
+        direction: Direction,
+        upstream: SocketAddr,
+        protocol: Protocol,
+    ) -> HttpMetrics {
+        let upstream = Upstream(upstream);
+        HttpMetrics {
+            requests: self.requests.get_or_create_owned(&RequestLabels {
+                direction,
+                upstream,
+                protocol,
+            }),
+            latency: self.latency.get_or_create_owned(&LatencyLabels {
+                direction,
+                upstream,
+            }),
+            responses: self.responses.clone(),
+            direction,
+            upstream,
+            protocol,
+        }
+    }
+}
+
+/// Keeps a connection counted in `weft_tcp_open_connections`; counts its close when dropped.
+#[derive(Debug)]
+pub struct ConnectionMetrics {
+    open: Gauge,
+    closed: Counter,
+}
+
+impl Drop for ConnectionMetrics {
+    fn drop(&mut self) {
+        self.open.dec();
+        self.closed.inc();
+    }
+}
+
+/// Per-connection HTTP request metrics.
+#[derive(Clone, Debug)]
+pub struct HttpMetrics {
+    requests: Counter,
+    latency: Histogram,
+    responses: Family<ResponseLabels, Counter>,
+    direction: Direction,
+    upstream: Upstream,
+    protocol: Protocol,
+}
+
+impl HttpMetrics {
+    pub fn on_request(&self) {
+        self.requests.inc();
+    }
+
+    pub fn on_response(&self, status: u16, elapsed: Duration) {
+        self.latency.observe(elapsed.as_secs_f64());
+        self.responses
+            .get_or_create(&ResponseLabels {
+                direction: self.direction,
+                upstream: self.upstream,
+                status_code: status,
+                protocol: self.protocol,
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr() -> SocketAddr {
+        "127.0.0.2:8080".parse().unwrap()
+    }
+
+    #[test]
+    fn renders_connection_metrics_with_help_and_labels() {
+        let metrics = Metrics::new();
+        let conn = metrics.connection(Direction::Outbound, Protocol::Http1);
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains("# HELP weft_tcp_open TCP connections accepted"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE weft_tcp_open counter"), "{text}");
+        assert!(
+            text.contains(r#"weft_tcp_open_total{direction="outbound",protocol="http1"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_tcp_open_connections{direction="outbound",protocol="http1"} 1"#),
+            "{text}"
+        );
+        drop(conn);
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains(r#"weft_tcp_open_connections{direction="outbound",protocol="http1"} 0"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_tcp_close_total{direction="outbound",protocol="http1"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn renders_request_response_and_latency() {
+        let metrics = Metrics::new();
+        let http = metrics.http(Direction::Inbound, addr(), Protocol::Http2);
+        http.on_request();
+        http.on_response(503, Duration::from_millis(3));
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains(
+                r#"weft_request_total{direction="inbound",upstream="127.0.0.2:8080",protocol="http2"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"weft_response_total{direction="inbound",upstream="127.0.0.2:8080",status_code="503",protocol="http2"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"weft_response_latency_seconds_count{direction="inbound",upstream="127.0.0.2:8080"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"weft_response_latency_seconds_bucket{le="0.005",direction="inbound",upstream="127.0.0.2:8080"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn renders_detection_loop_and_bytes() {
+        let metrics = Metrics::new();
+        metrics.detected(
+            Direction::Outbound,
+            Protocol::Opaque,
+            DetectOutcome::Timeout,
+        );
+        metrics.loop_refused(Direction::Inbound);
+        let (read, write) = metrics.byte_counters(Direction::Outbound);
+        read.inc_by(10);
+        write.inc_by(7);
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains(
+                r#"weft_detect_total{direction="outbound",protocol="opaque",outcome="timeout"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_loop_refused_total{direction="inbound"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_tcp_read_bytes_total{direction="outbound"} 10"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_tcp_write_bytes_total{direction="outbound"} 7"#),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn ipv6_upstream_label_has_brackets() {
+        let metrics = Metrics::new();
+        let http = metrics.http(
+            Direction::Outbound,
+            "[::1]:80".parse().unwrap(),
+            Protocol::Http1,
+        );
+        http.on_request();
+        let text = metrics.render().unwrap();
+        assert!(text.contains(r#"upstream="[::1]:80""#), "{text}");
+    }
+}

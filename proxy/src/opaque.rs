@@ -1,0 +1,105 @@
+//! Opaque TCP: connect to the destination and copy bytes both ways. When one side finishes
+//! sending, the other side's write half is shut down (half-close), so protocols that signal the
+//! end of a request with EOF keep working.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::connect::{ConnectError, connect};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpaqueError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error("copying between the client and {target} failed: {source}")]
+    Copy {
+        target: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Bytes copied by a finished opaque connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Copied {
+    pub to_upstream: u64,
+    pub to_client: u64,
+}
+
+pub async fn forward<I>(
+    client: &mut I,
+    target: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<Copied, OpaqueError>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut upstream = connect(target, connect_timeout).await?;
+    let (to_upstream, to_client) = tokio::io::copy_bidirectional(client, &mut upstream)
+        .await
+        .map_err(|source| OpaqueError::Copy { target, source })?;
+    Ok(Copied {
+        to_upstream,
+        to_client,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn copies_both_ways_with_half_close() {
+        let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = backend.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut sock, _) = backend.accept().await.unwrap();
+            let mut request = Vec::new();
+            // Reads to EOF: only works if the proxy forwards the client's half-close.
+            sock.read_to_end(&mut request).await.unwrap();
+            sock.write_all(b"reply:").await.unwrap();
+            sock.write_all(&request).await.unwrap();
+        });
+        let (mut client, mut proxy_side) = tokio::io::duplex(1024);
+        let proxy =
+            tokio::spawn(
+                async move { forward(&mut proxy_side, target, Duration::from_secs(5)).await },
+            );
+        client.write_all(b"ping").await.unwrap();
+        client.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut reply))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(reply, b"reply:ping");
+        let copied = proxy.await.unwrap().unwrap();
+        assert_eq!(
+            copied,
+            Copied {
+                to_upstream: 4,
+                to_client: 10
+            }
+        );
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn refused_upstream_is_a_connect_error() {
+        let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let target = gone.local_addr().unwrap();
+        drop(gone);
+        let (_client, mut proxy_side) = tokio::io::duplex(64);
+        let err = forward(&mut proxy_side, target, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, OpaqueError::Connect(ConnectError::Failed { .. })),
+            "{err}"
+        );
+    }
+}

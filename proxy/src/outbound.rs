@@ -1,0 +1,25 @@
+//! The outbound side (app -> elsewhere): connections the pod's iptables OUTPUT rules redirect to
+//! the outbound listener. For now each goes to its original destination; discovery, balancing and
+//! mTLS will be added to this side's stack.
+
+use std::sync::Arc;
+
+use crate::config::ProxyConfig;
+use crate::http::HttpServer;
+use crate::http::pool::Pool;
+use crate::metrics::Direction;
+use crate::side::{Shared, Side};
+
+pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
+    Side {
+        direction: Direction::Outbound,
+        detect_timeout: config.detect_timeout,
+        connect_timeout: config.connect_timeout,
+        opaque_ports: config.opaque_ports.clone(),
+        loop_guard: shared.loop_guard.clone(),
+        metrics: shared.metrics.clone(),
+        pool: Arc::new(Pool::new(config.connect_timeout)),
+        http: HttpServer::new(),
+        drain: shared.drain.clone(),
+    }
+}

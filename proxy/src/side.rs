@@ -1,0 +1,33 @@
+//! Everything one side (outbound or inbound) needs to handle its connections.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use weft_settings::PortSet;
+
+use crate::drain::Drain;
+use crate::http::HttpServer;
+use crate::http::pool::Pool;
+use crate::loop_guard::LoopGuard;
+use crate::metrics::{Direction, Metrics};
+
+pub struct Side {
+    pub direction: Direction,
+    pub detect_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub opaque_ports: PortSet,
+    pub loop_guard: LoopGuard,
+    pub metrics: Arc<Metrics>,
+    pub pool: Arc<Pool<Incoming>>,
+    pub http: HttpServer,
+    pub drain: Drain,
+}
+
+/// What both sides share.
+#[derive(Clone)]
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    pub drain: Drain,
+    pub loop_guard: LoopGuard,
+}

@@ -1,0 +1,105 @@
+//! Running the sidecar: bind the listeners, serve until SIGTERM/SIGINT or `/shutdown`, then
+//! drain within the grace period.
+
+use std::sync::Arc;
+
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{info, warn};
+
+use crate::admin::Admin;
+use crate::config::ProxyConfig;
+use crate::connection;
+use crate::drain::Drain;
+use crate::listener::{BindError, accept_loop, bind};
+use crate::loop_guard::LoopGuard;
+use crate::metrics::Metrics;
+use crate::side::{Shared, Side};
+use crate::{inbound, outbound};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error("cannot read the local address of {setting}: {source}")]
+    LocalAddr {
+        setting: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot install the {signal} handler: {source}")]
+    Signal {
+        signal: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
+    let metrics = Arc::new(Metrics::new());
+    let drain = Drain::new();
+    let admin = Admin::new(metrics.clone(), drain.clone());
+
+    let admin_listener = bind("WEFT_ADMIN_ADDR", config.admin_addr).await?;
+    let outbound_listener = bind("WEFT_OUTBOUND_ADDR", config.outbound_addr).await?;
+    let inbound_listener = bind("WEFT_INBOUND_ADDR", config.inbound_addr).await?;
+    let local_port = |listener: &tokio::net::TcpListener, setting| {
+        listener
+            .local_addr()
+            .map(|addr| addr.port())
+            .map_err(|source| SidecarError::LocalAddr { setting, source })
+    };
+    let own_ports = vec![
+        local_port(&outbound_listener, "WEFT_OUTBOUND_ADDR")?,
+        local_port(&inbound_listener, "WEFT_INBOUND_ADDR")?,
+    ];
+    let mut sigterm = signal(SignalKind::terminate()).map_err(|source| SidecarError::Signal {
+        signal: "SIGTERM",
+        source,
+    })?;
+    let mut sigint = signal(SignalKind::interrupt()).map_err(|source| SidecarError::Signal {
+        signal: "SIGINT",
+        source,
+    })?;
+
+    let shared = Shared {
+        metrics,
+        drain: drain.clone(),
+        loop_guard: LoopGuard::new(own_ports),
+    };
+    tokio::spawn(admin.clone().serve(admin_listener));
+    spawn_side(outbound::side(&config, &shared), outbound_listener);
+    spawn_side(inbound::side(&config, &shared), inbound_listener);
+    admin.set_ready();
+    info!(
+        outbound = %config.outbound_addr,
+        inbound = %config.inbound_addr,
+        admin = %config.admin_addr,
+        "weft-proxy ready"
+    );
+
+    let cause = tokio::select! {
+        _ = sigterm.recv() => "SIGTERM",
+        _ = sigint.recv() => "SIGINT",
+        () = drain.started() => "/shutdown",
+    };
+    drain.start();
+    info!(cause, grace = ?config.shutdown_grace, "draining: no new connections, finishing in-flight ones");
+    match drain.finish(config.shutdown_grace).await {
+        Ok(()) => info!("drained; exiting"),
+        Err(open) => warn!(
+            open,
+            grace = ?config.shutdown_grace,
+            "shutdown grace period ended with connections still open; exiting"
+        ),
+    }
+    Ok(())
+}
+
+fn spawn_side(side: Side, listener: tokio::net::TcpListener) {
+    let side = Arc::new(side);
+    let drain = side.drain.clone();
+    tokio::spawn(accept_loop(listener, drain, move |stream, peer, watch| {
+        let side = side.clone();
+        async move { connection::handle(&side, stream, peer, watch).await }
+    }));
+}

@@ -247,8 +247,14 @@ fn http1_header_case_preserved() {
         out.contains("\r\nX-ReSpOnSe-CaSe: preserved\r\n"),
         "response header case lost on the way out:\n{out}"
     );
-    assert!(outbound(&tb) > out_before, "the request did not cross the client proxy");
-    assert!(inbound(&tb) > in_before, "the request did not cross the server proxy");
+    assert!(
+        outbound(&tb) > out_before,
+        "the request did not cross the client proxy"
+    );
+    assert!(
+        inbound(&tb) > in_before,
+        "the request did not cross the server proxy"
+    );
 }
 
 /// Malformed requests get 400 from the proxy (not the app) and the connection is closed.

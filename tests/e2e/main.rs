@@ -8,3 +8,4 @@ mod redirect;
 mod shutdown;
 mod support;
 mod websocket;
+mod testbed;

@@ -517,3 +517,231 @@ fn panic_inside_a_test_still_tears_down() {
     assert_eq!(footprint.netns.len(), 3);
     footprint.assert_gone();
 }
+
+/// The `weft-testbed` binary: up in the foreground, exec and logs from another process,
+/// teardown on SIGTERM, and `down` clearing what a killed run left.
+mod cli {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Output, Stdio};
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use super::{Scratch, host_netns, require_root};
+
+    const BIN: &str = env!("CARGO_BIN_EXE_weft-testbed");
+
+    const APP: &str = r#"
+kind: Deployment
+metadata: {name: catalog}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: catalog}}
+    spec:
+      containers:
+      - name: app
+        image: x
+        command: [socat, "TCP-LISTEN:8080,fork,reuseaddr", "SYSTEM:echo hi"]
+        readinessProbe: {tcpSocket: {port: 8080}}
+---
+kind: Service
+metadata: {name: catalog}
+spec:
+  selector: {app: catalog}
+  ports: [{port: 80, targetPort: 8080}]
+---
+kind: Pod
+metadata: {name: client}
+spec:
+  containers: [{name: main, image: x, command: [sh, -c, "echo hello-from-client; exec sleep 3600"]}]
+"#;
+
+    /// A foreground `weft-testbed up`; killed and `down`ed on drop, whatever happened.
+    struct Foreground {
+        child: Child,
+        name: String,
+        _scratch: Scratch,
+    }
+
+    impl Foreground {
+        fn start(test: &str) -> (Foreground, String) {
+            require_root();
+            let scratch = Scratch::new(test);
+            let file = scratch.0.join("app.yaml");
+            std::fs::write(&file, APP).unwrap();
+            let name = format!("{test}-{}", std::process::id());
+            let mut child = Command::new(BIN)
+                .args(["up", "-f"])
+                .arg(&file)
+                .args(["--name", &name])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            let stdout = child.stdout.take().unwrap();
+            let mut fg = Foreground {
+                child,
+                name,
+                _scratch: scratch,
+            };
+            let (tx, rx) = mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if tx.send(line).is_err() {
+                        break;
+                    }
+                }
+            });
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let mut summary = String::new();
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(line) => {
+                        summary.push_str(&line);
+                        summary.push('\n');
+                        if line.contains("is up") {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        let status = fg.child.try_wait().unwrap();
+                        panic!("`up` did not come up (exit: {status:?}); printed:\n{summary}");
+                    }
+                }
+            }
+            (fg, summary)
+        }
+
+        fn instance(&self) -> String {
+            format!("wt-{}", self.name)
+        }
+
+        fn run(&self, args: &[&str]) -> Output {
+            let mut cmd = Command::new(BIN);
+            cmd.args(args);
+            weft_run(cmd)
+        }
+
+        fn namespaces(&self) -> Vec<String> {
+            let prefix = format!("{}-", self.instance());
+            host_netns()
+                .into_iter()
+                .filter(|n| n.starts_with(&prefix))
+                .collect()
+        }
+    }
+
+    fn weft_run(cmd: Command) -> Output {
+        // Bounded by the commands' own timeouts; `timeout` guards against a hang regardless.
+        let mut bounded = Command::new("timeout");
+        bounded
+            .arg("60")
+            .arg(cmd.get_program())
+            .args(cmd.get_args());
+        bounded.output().unwrap()
+    }
+
+    impl Drop for Foreground {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = Command::new(BIN)
+                .args(["down", "--name", &self.name])
+                .output();
+        }
+    }
+
+    fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    #[test]
+    fn up_exec_logs_then_sigterm_tears_down() {
+        let (mut fg, summary) = Foreground::start("cli");
+        assert!(
+            summary.contains("client") && summary.contains("catalog"),
+            "{summary}"
+        );
+        assert!(
+            summary.contains("198.19.0.1"),
+            "service ClusterIP not printed: {summary}"
+        );
+
+        let out = fg.run(&[
+            "exec",
+            "--name",
+            &fg.name,
+            "client",
+            "--",
+            "socat",
+            "-T2",
+            "-u",
+            "TCP:catalog:80",
+            "-",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hi\n");
+        let out = fg.run(&[
+            "exec", "--name", &fg.name, "client", "--", "sh", "-c", "exit 3",
+        ]);
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "exec passes the exit code through"
+        );
+        let out = fg.run(&["logs", "--name", &fg.name, "client"]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "hello-from-client\n");
+        let out = fg.run(&["logs", "--name", &fg.name, "nope"]);
+        assert!(!out.status.success());
+
+        assert_eq!(fg.namespaces().len(), 4, "node + 3 pods");
+        let pid = nix::unistd::Pid::from_raw(fg.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+        let status =
+            wait_exit(&mut fg.child, Duration::from_secs(20)).expect("up exits on SIGTERM");
+        assert!(status.success(), "{status:?}");
+        assert!(fg.namespaces().is_empty(), "{:?}", fg.namespaces());
+        assert!(
+            !std::path::Path::new("/run/weft-testbed")
+                .join(fg.instance())
+                .exists()
+        );
+    }
+
+    #[test]
+    fn down_clears_what_a_killed_run_left() {
+        let (mut fg, _) = Foreground::start("crash");
+        fg.child.kill().unwrap();
+        fg.child.wait().unwrap();
+        assert_eq!(fg.namespaces().len(), 4, "a SIGKILLed run cannot clean up");
+        let out = fg.run(&["down"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let printed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            printed.contains(&format!("removed {}", fg.instance())),
+            "{printed}"
+        );
+        assert!(fg.namespaces().is_empty(), "{:?}", fg.namespaces());
+        assert!(
+            !std::path::Path::new("/etc/netns")
+                .join(format!("{}-node", fg.instance()))
+                .exists()
+        );
+    }
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::TestbedError;
-use crate::naming::instance_of_netns;
+use crate::naming::{self, instance_of_netns};
 use crate::netns;
 use crate::process::stop_pids;
 use crate::state::{InstanceState, STATE_ROOT};
@@ -69,10 +69,12 @@ pub fn down(target: &DownTarget, state_root: &Path) -> Result<Vec<String>, Testb
         let wanted = match target {
             DownTarget::Instance(name) => *name == instance,
             DownTarget::All => true,
-            // No state file means the owner died before writing one (it is written first).
-            DownTarget::Crashed => state
-                .as_ref()
-                .is_none_or(|s| !s.detached && !s.owner.is_alive()),
+            DownTarget::Crashed => match &state {
+                Some(s) => !s.detached && !s.owner.is_alive(),
+                // No state yet: either its owner is starting right now (the state directory
+                // exists a moment before the file) or died before writing it.
+                None => !naming::pid_of_fresh_instance(&instance).is_some_and(pid_alive),
+            },
         };
         if !wanted {
             continue;
@@ -101,6 +103,10 @@ fn remove_instance(instance: &str, state_root: &Path) -> Vec<TestbedError> {
         errors.push(TestbedError::io("removing", dir, e));
     }
     errors
+}
+
+fn pid_alive(pid: i32) -> bool {
+    crate::process::start_ticks(pid).is_some()
 }
 
 /// The default state root, overridable for tests of this module.

@@ -26,7 +26,8 @@ pub fn plan(yaml: &str) -> Result<Plan, TestbedError> {
 
 /// The documents after injection: the same parsing and sidecar injection as production.
 fn injected_documents(yaml: &str) -> Result<Vec<Value>, TestbedError> {
-    let docs = weft_inject::parse_manifests(yaml).map_err(|e| TestbedError::Manifest(e.to_string()))?;
+    let docs =
+        weft_inject::parse_manifests(yaml).map_err(|e| TestbedError::Manifest(e.to_string()))?;
     weft_inject::inject(docs, &weft_inject::InjectOptions::default())
         .map_err(|e| TestbedError::Manifest(format!("injecting the sidecar: {e}")))
 }
@@ -255,7 +256,11 @@ spec:
         let spec = &plan.workloads[0].spec;
         assert_eq!(spec.init_containers[0].name, "weft-init");
         assert!(spec.init_containers[0].is_proxy_image());
-        assert!(spec.containers.iter().any(|c| c.name == "weft-proxy" && c.is_proxy_image()));
+        assert!(
+            spec.containers
+                .iter()
+                .any(|c| c.name == "weft-proxy" && c.is_proxy_image())
+        );
         assert!(spec.containers.iter().any(|c| c.name == "app"));
     }
 

@@ -25,8 +25,11 @@ pub fn metric_value(metrics_text: &str, name: &str, labels: &[(&str, &str)]) -> 
     sum
 }
 
+/// Label pairs of one sample, in exposition order.
+type Labels = Vec<(String, String)>;
+
 /// `name{a="b",c="d"} 1.5 [timestamp]` -> (name, labels, value).
-fn parse_sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
+fn parse_sample(line: &str) -> Option<(&str, Labels, f64)> {
     let (name, rest) = match line.find(['{', ' ']) {
         Some(i) => (&line[..i], &line[i..]),
         None => return None,
@@ -47,7 +50,7 @@ fn parse_sample(line: &str) -> Option<(&str, Vec<(String, String)>, f64)> {
 }
 
 /// Parses label pairs up to the closing brace, honouring `\"`, `\\` and `\n` escapes.
-fn parse_labels(body: &str) -> Option<(Vec<(String, String)>, &str)> {
+fn parse_labels(body: &str) -> Option<(Labels, &str)> {
     let mut labels = Vec::new();
     let mut rest = body.trim_start();
     loop {

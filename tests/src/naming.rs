@@ -13,6 +13,15 @@ pub fn fresh_instance() -> String {
     format!("wt{:x}-{n}", std::process::id())
 }
 
+/// The pid embedded in a name made by [`fresh_instance`].
+pub fn pid_of_fresh_instance(instance: &str) -> Option<i32> {
+    let (pid, n) = instance.strip_prefix("wt")?.split_once('-')?;
+    if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    i32::from_str_radix(pid, 16).ok()
+}
+
 /// A user-chosen name (CLI `--name`), prefixed with `wt-` unless it already starts with `wt`.
 pub fn named_instance(name: &str) -> Result<String, TestbedError> {
     let valid = (1..=40).contains(&name.len())
@@ -64,6 +73,9 @@ mod tests {
         let (a, b) = (fresh_instance(), fresh_instance());
         assert_ne!(a, b);
         assert!(a.starts_with(&format!("wt{:x}-", std::process::id())));
+        assert_eq!(pid_of_fresh_instance(&a), Some(std::process::id() as i32));
+        assert_eq!(pid_of_fresh_instance("wt-demo"), None);
+        assert_eq!(pid_of_fresh_instance("wt1f-x"), None);
     }
 
     #[test]

@@ -66,7 +66,17 @@ pub fn create_pod(
     ip(&["-n", node, "link", "set", node_link, "master", BRIDGE])?;
     // Hairpin: a pod calling its own Service may be DNAT'd back to itself, and the bridge must
     // then send the frame out of the port it came in on.
-    ip(&["-n", node, "link", "set", node_link, "type", "bridge_slave", "hairpin", "on"])?;
+    ip(&[
+        "-n",
+        node,
+        "link",
+        "set",
+        node_link,
+        "type",
+        "bridge_slave",
+        "hairpin",
+        "on",
+    ])?;
     ip(&["-n", node, "link", "set", node_link, "up"])?;
     let cidr = format!("{addr}/{POD_PREFIX_LEN}");
     ip(&["-n", netns, "addr", "add", &cidr, "dev", "eth0"])?;

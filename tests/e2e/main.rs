@@ -7,5 +7,5 @@ mod opaque;
 mod redirect;
 mod shutdown;
 mod support;
-mod websocket;
 mod testbed;
+mod websocket;

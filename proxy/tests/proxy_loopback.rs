@@ -445,3 +445,124 @@ fn invalid_setting_stops_start_up_naming_it() {
         "{stderr}"
     );
 }
+
+/// Reads one request head (through the blank line) from a raw backend socket.
+async fn read_head(sock: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        within("request head", sock.read_exact(&mut byte))
+            .await
+            .unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+#[test]
+fn http10_stays_http10() {
+    let ns = Netns::new();
+    let name = ns.name.clone();
+    ns.run(move || async move {
+        let listener = listen("127.0.0.2:8085").await;
+        let backend = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let head = read_head(&mut sock).await;
+            sock.write_all(b"HTTP/1.0 200 OK\r\n\r\nold school")
+                .await
+                .unwrap();
+            head
+        });
+        let _proxy = Proxy::start(&name, &[]).await;
+        let mut client = TcpStream::connect("127.0.0.2:8085").await.unwrap();
+        client
+            .write_all(b"GET /old HTTP/1.0\r\nHost: app\r\n\r\n")
+            .await
+            .unwrap();
+        let reply = String::from_utf8(read_to_end(&mut client).await.unwrap()).unwrap();
+        assert!(reply.starts_with("HTTP/1.0 200 OK\r\n"), "{reply}");
+        assert!(reply.ends_with("\r\n\r\nold school"), "{reply}");
+        let head = within("backend", backend).await.unwrap();
+        assert!(
+            head.starts_with("GET /old HTTP/1.0\r\nHost: app\r\n"),
+            "{head}"
+        );
+    });
+}
+
+#[test]
+fn chunked_request_body_is_streamed() {
+    let ns = Netns::new();
+    let name = ns.name.clone();
+    ns.run(move || async move {
+        spawn_echo(listen("127.0.0.2:8086").await, false, Duration::ZERO);
+        let _proxy = Proxy::start(&name, &[]).await;
+        let mut client = TcpStream::connect("127.0.0.2:8086").await.unwrap();
+        client
+            .write_all(b"POST /chunks HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        for part in ["5\r\nhello\r\n", "6\r\n world\r\n", "0\r\n\r\n"] {
+            client.write_all(part.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let reply = String::from_utf8(read_to_end(&mut client).await.unwrap()).unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+        assert!(reply.contains("POST /chunks\nhello world"), "{reply}");
+    });
+}
+
+#[test]
+fn oversize_headers_get_431() {
+    let ns = Netns::new();
+    let name = ns.name.clone();
+    ns.run(move || async move {
+        spawn_echo(listen("127.0.0.2:8087").await, false, Duration::ZERO);
+        let _proxy = Proxy::start(&name, &[]).await;
+        let mut client = TcpStream::connect("127.0.0.2:8087").await.unwrap();
+        let huge = "a".repeat(1 << 20);
+        let request = format!("GET / HTTP/1.1\r\nHost: app\r\nX-Huge: {huge}\r\n\r\n");
+        // The proxy may close before taking all of it; what matters is what it answered.
+        let _ = client.write_all(request.as_bytes()).await;
+        let mut reply = vec![0u8; 64];
+        let n = within("reply", client.read(&mut reply)).await.unwrap_or(0);
+        let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
+        assert!(reply.starts_with("HTTP/1.1 431 "), "{reply}");
+    });
+}
+
+#[test]
+fn connect_tunnel_is_forwarded() {
+    let ns = Netns::new();
+    let name = ns.name.clone();
+    ns.run(move || async move {
+        // The original destination is itself an HTTP proxy that accepts CONNECT.
+        let listener = listen("127.0.0.2:3128").await;
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let head = read_head(&mut sock).await;
+            assert!(
+                head.starts_with("CONNECT db.example:5432 HTTP/1.1\r\n"),
+                "{head}"
+            );
+            sock.write_all(b"HTTP/1.1 200 Connection Established\r\n\r\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 6];
+            sock.read_exact(&mut buf).await.unwrap();
+            sock.write_all(&buf).await.unwrap();
+        });
+        let _proxy = Proxy::start(&name, &[]).await;
+        let mut client = TcpStream::connect("127.0.0.2:3128").await.unwrap();
+        client
+            .write_all(b"CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_head(&mut client).await;
+        assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+        client.write_all(b"tunnel").await.unwrap();
+        let mut echo = [0u8; 6];
+        within("echo", client.read_exact(&mut echo)).await.unwrap();
+        assert_eq!(&echo, b"tunnel");
+    });
+}

@@ -1,6 +1,7 @@
-//! The per-connection request stack, outermost first: metrics -> error responses -> route ->
-//! hop-by-hop headers -> upgrades -> endpoint client. Discovery, balancing, retries and timeouts
-//! slot in between route and the endpoint client.
+//! The per-connection request stack, outermost first: metrics -> route -> error responses ->
+//! hop-by-hop headers -> upgrades -> endpoint client. Route runs before the error layer so that
+//! failures are logged with their target. Discovery, balancing, retries and timeouts slot in
+//! between the error layer and the endpoint client.
 
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ use super::upgrade::{Upgrade, UpgradeLayer};
 use crate::drain::Drain;
 use crate::metrics::HttpMetrics;
 
-pub type Stack = RequestMetrics<ErrorResponse<Route<HopByHop<Upgrade<EndpointClient<Incoming>>>>>>;
+pub type Stack = RequestMetrics<Route<ErrorResponse<HopByHop<Upgrade<EndpointClient<Incoming>>>>>>;
 
 pub fn build(
     target: Target,
@@ -28,8 +29,8 @@ pub fn build(
 ) -> Stack {
     ServiceBuilder::new()
         .layer(RequestMetricsLayer::new(metrics))
-        .layer(ErrorResponseLayer)
         .layer(RouteLayer::new(target))
+        .layer(ErrorResponseLayer)
         .layer(HopByHopLayer)
         .layer(UpgradeLayer::new(drain))
         .service(EndpointClient::new(pool))

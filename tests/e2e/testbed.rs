@@ -415,6 +415,71 @@ spec:
     );
 }
 
+#[test]
+fn meshed_pods_run_the_built_proxy_and_its_init() {
+    let site = Scratch::new("mesh");
+    std::fs::write(site.0.join("index.html"), "meshed\n").unwrap();
+    let yaml = format!(
+        r#"
+kind: Deployment
+metadata: {{name: catalog}}
+spec:
+  template:
+    metadata:
+      labels: {{app: catalog}}
+      annotations: {{weft.io/inject: enabled}}
+    spec:
+      containers:
+      - name: web
+        image: python:3
+        command: [python3, -m, http.server, "8080", --directory, "{dir}"]
+        ports: [{{containerPort: 8080}}]
+        readinessProbe: {{httpGet: {{path: /index.html, port: 8080}}}}
+---
+kind: Service
+metadata: {{name: catalog}}
+spec:
+  selector: {{app: catalog}}
+  ports: [{{port: 80, targetPort: 8080}}]
+---
+kind: Pod
+metadata:
+  name: client
+  annotations: {{weft.io/inject: enabled}}
+spec:
+  containers: [{{name: main, image: x, command: [sleep, "3600"]}}]
+"#,
+        dir = site.0.display()
+    );
+    let tb = up(&yaml);
+    // The init container (the built weft-proxy) installed the pod's redirect rules.
+    let rules = stdout(&tb.exec("client", &["iptables-save", "-t", "nat"]).unwrap());
+    assert!(rules.contains("REDIRECT"), "{rules}");
+    let out = tb
+        .exec(
+            "client",
+            &["curl", "-sS", "-m", "5", "http://catalog/index.html"],
+        )
+        .unwrap();
+    assert_eq!(
+        stdout(&out),
+        "meshed\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let metrics = tb.metrics("client").unwrap();
+    let requests =
+        weft_testbed::metric_value(&metrics, "weft_request_total", &[("direction", "outbound")]);
+    assert!(requests.unwrap_or(0.0) >= 1.0, "{metrics}");
+    // `logs` without a container name shows the app, not the proxy.
+    assert!(
+        tb.logs("catalog", None)
+            .unwrap()
+            .contains("GET /index.html")
+    );
+    assert!(!tb.logs("client", Some("weft-proxy")).unwrap().is_empty());
+}
+
 /// Everything an instance made, to check that it is gone.
 struct Footprint {
     netns: Vec<String>,

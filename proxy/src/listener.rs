@@ -3,11 +3,12 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::drain::{Drain, Watch};
 
@@ -27,6 +28,65 @@ pub async fn bind(setting: &'static str, addr: SocketAddr) -> Result<TcpListener
         addr,
         source,
     })
+}
+
+/// The IPv6 address that catches what ip6tables redirects to the same port as `addr`:
+/// 0.0.0.0 -> [::] and 127.0.0.1 -> [::1]. Any other address was chosen deliberately: no twin.
+pub fn ipv6_twin(addr: SocketAddr) -> Option<SocketAddr> {
+    let SocketAddr::V4(v4) = addr else {
+        return None;
+    };
+    let ip = match *v4.ip() {
+        Ipv4Addr::UNSPECIFIED => Ipv6Addr::UNSPECIFIED,
+        Ipv4Addr::LOCALHOST => Ipv6Addr::LOCALHOST,
+        _ => return None,
+    };
+    Some(SocketAddr::new(ip.into(), v4.port()))
+}
+
+/// Binds the IPv6 twin of `addr` (IPv6-only, so it never competes with the IPv4 listener).
+/// `None` when the pod has no IPv6 or no twin applies.
+pub fn bind_ipv6_twin(
+    setting: &'static str,
+    addr: SocketAddr,
+) -> Result<Option<TcpListener>, BindError> {
+    let Some(twin) = ipv6_twin(addr) else {
+        return Ok(None);
+    };
+    let error = |source| BindError {
+        setting,
+        addr: twin,
+        source,
+    };
+    let socket = match Socket::new(Domain::IPV6, Type::STREAM, Some(Protocol::TCP)) {
+        Ok(socket) => socket,
+        Err(err) if no_ipv6(&err) => {
+            info!(%twin, error = %err, "no IPv6 listener: IPv6 is unavailable");
+            return Ok(None);
+        }
+        Err(err) => return Err(error(err)),
+    };
+    socket.set_only_v6(true).map_err(error)?;
+    socket.set_reuse_address(true).map_err(error)?;
+    socket.set_nonblocking(true).map_err(error)?;
+    if let Err(err) = socket.bind(&twin.into()) {
+        if no_ipv6(&err) {
+            info!(%twin, error = %err, "no IPv6 listener: IPv6 is unavailable");
+            return Ok(None);
+        }
+        return Err(error(err));
+    }
+    socket.listen(1024).map_err(error)?;
+    TcpListener::from_std(socket.into())
+        .map(Some)
+        .map_err(error)
+}
+
+fn no_ipv6(err: &io::Error) -> bool {
+    matches!(
+        err.raw_os_error(),
+        Some(libc::EAFNOSUPPORT | libc::EADDRNOTAVAIL | libc::EPROTONOSUPPORT)
+    )
 }
 
 /// Accepts until the drain starts, spawning `handle` for each connection with a drain watch the
@@ -97,6 +157,29 @@ mod tests {
             TcpStream::connect(addr).await.is_err(),
             "listener still open after drain"
         );
+    }
+
+    #[test]
+    fn ipv6_twins() {
+        let twin = |s: &str| ipv6_twin(s.parse().unwrap()).map(|a| a.to_string());
+        assert_eq!(twin("0.0.0.0:4143").as_deref(), Some("[::]:4143"));
+        assert_eq!(twin("127.0.0.1:4140").as_deref(), Some("[::1]:4140"));
+        assert_eq!(twin("198.18.0.5:4143"), None);
+        assert_eq!(twin("[::]:4143"), None);
+    }
+
+    #[tokio::test]
+    async fn twin_listens_on_ipv6_loopback_when_available() {
+        // Port 0 twins are independent ports; this checks the socket setup, not the pairing.
+        match bind_ipv6_twin("TEST_ADDR", "127.0.0.1:0".parse().unwrap()) {
+            Ok(Some(listener)) => {
+                let addr = listener.local_addr().unwrap();
+                assert_eq!(addr.ip(), Ipv6Addr::LOCALHOST);
+                TcpStream::connect(addr).await.unwrap();
+            }
+            Ok(None) => {} // no IPv6 on this machine
+            Err(err) => panic!("{err}"),
+        }
     }
 
     #[tokio::test]

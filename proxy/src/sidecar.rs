@@ -10,7 +10,7 @@ use crate::admin::Admin;
 use crate::config::ProxyConfig;
 use crate::connection;
 use crate::drain::Drain;
-use crate::listener::{BindError, accept_loop, bind};
+use crate::listener::{BindError, accept_loop, bind, bind_ipv6_twin};
 use crate::loop_guard::LoopGuard;
 use crate::metrics::Metrics;
 use crate::side::{Shared, Side};
@@ -42,6 +42,8 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
     let admin_listener = bind("WEFT_ADMIN_ADDR", config.admin_addr).await?;
     let outbound_listener = bind("WEFT_OUTBOUND_ADDR", config.outbound_addr).await?;
     let inbound_listener = bind("WEFT_INBOUND_ADDR", config.inbound_addr).await?;
+    let outbound_v6 = bind_ipv6_twin("WEFT_OUTBOUND_ADDR", config.outbound_addr)?;
+    let inbound_v6 = bind_ipv6_twin("WEFT_INBOUND_ADDR", config.inbound_addr)?;
     let local_port = |listener: &tokio::net::TcpListener, setting| {
         listener
             .local_addr()
@@ -67,8 +69,14 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
         loop_guard: LoopGuard::new(own_ports),
     };
     tokio::spawn(admin.clone().serve(admin_listener));
-    spawn_side(outbound::side(&config, &shared), outbound_listener);
-    spawn_side(inbound::side(&config, &shared), inbound_listener);
+    spawn_side(
+        outbound::side(&config, &shared),
+        std::iter::once(outbound_listener).chain(outbound_v6),
+    );
+    spawn_side(
+        inbound::side(&config, &shared),
+        std::iter::once(inbound_listener).chain(inbound_v6),
+    );
     admin.set_ready();
     info!(
         outbound = %config.outbound_addr,
@@ -95,11 +103,15 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
     Ok(())
 }
 
-fn spawn_side(side: Side, listener: tokio::net::TcpListener) {
+/// One accept loop per listener (IPv4 and, when present, its IPv6 twin), sharing the side.
+fn spawn_side(side: Side, listeners: impl Iterator<Item = tokio::net::TcpListener>) {
     let side = Arc::new(side);
-    let drain = side.drain.clone();
-    tokio::spawn(accept_loop(listener, drain, move |stream, peer, watch| {
+    for listener in listeners {
         let side = side.clone();
-        async move { connection::handle(&side, stream, peer, watch).await }
-    }));
+        let drain = side.drain.clone();
+        tokio::spawn(accept_loop(listener, drain, move |stream, peer, watch| {
+            let side = side.clone();
+            async move { connection::handle(&side, stream, peer, watch).await }
+        }));
+    }
 }

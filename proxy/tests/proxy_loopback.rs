@@ -566,3 +566,55 @@ fn connect_tunnel_is_forwarded() {
         assert_eq!(&echo, b"tunnel");
     });
 }
+
+#[test]
+fn ipv6_redirects_reach_the_proxy() {
+    let ns = Netns::new();
+    ns.exec_ok(
+        "ip6tables",
+        &[
+            "-t",
+            "nat",
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-d",
+            "::1",
+            "--dport",
+            "8090",
+            "-m",
+            "owner",
+            "!",
+            "--uid-owner",
+            PROXY_UID,
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            "4140",
+        ],
+    );
+    let name = ns.name.clone();
+    ns.run(move || async move {
+        spawn_echo(listen("[::1]:8090").await, false, Duration::ZERO);
+        let _proxy = Proxy::start(&name, &[]).await;
+        let mut client = h1_client("[::1]:8090").await;
+        let req = http::Request::get("/v6")
+            .header("host", "app")
+            .body(Full::default())
+            .unwrap();
+        let resp = within("GET", client.send_request(req)).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"GET /v6\n");
+        let m = metrics().await;
+        assert_eq!(
+            sample(
+                &m,
+                r#"weft_request_total{direction="outbound",upstream="[::1]:8090",protocol="http1"}"#
+            ),
+            Some(1.0),
+            "{m}"
+        );
+    });
+}

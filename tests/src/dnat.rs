@@ -20,7 +20,9 @@ pub struct ServiceRule {
 /// masqueraded, because a pod drops packets that arrive with its own address as the source.
 const HAIRPIN_MARK: &str = "0x4000/0x4000";
 
-pub fn render(rules: &[ServiceRule]) -> String {
+/// `masquerade_all`: masquerade every DNAT'd connection, for nodes without br_netfilter, where
+/// a server would otherwise answer a same-bridge client directly and bypass the un-NAT.
+pub fn render(rules: &[ServiceRule], masquerade_all: bool) -> String {
     let mut nat_chains = String::new();
     let mut nat_rules = String::new();
     let mut filter_rules = String::new();
@@ -74,6 +76,9 @@ pub fn render(rules: &[ServiceRule]) -> String {
         out,
         "-A WT-POSTROUTING -m mark --mark {HAIRPIN_MARK} -j MASQUERADE"
     );
+    if masquerade_all {
+        out.push_str("-A WT-POSTROUTING -m conntrack --ctstate DNAT -j MASQUERADE\n");
+    }
     out.push_str(&nat_rules);
     out.push_str("COMMIT\n");
     out.push_str("*filter\n:INPUT ACCEPT [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:WT-NO-ENDPOINTS - [0:0]\n");
@@ -102,7 +107,7 @@ mod tests {
         let eps = (2..5)
             .map(|d| (Ipv4Addr::new(198, 18, 0, d), 8080))
             .collect();
-        let text = render(&[rule(eps)]);
+        let text = render(&[rule(eps)], false);
         assert!(text.contains(
             "-A WT-SERVICES -d 198.19.0.1/32 -p tcp -m tcp --dport 80 -m comment --comment \"default/catalog:http\" -j WT-SVC-0\n"
         ));
@@ -128,7 +133,7 @@ mod tests {
 
     #[test]
     fn no_endpoints_rejects_in_filter() {
-        let text = render(&[rule(vec![])]);
+        let text = render(&[rule(vec![])], false);
         assert!(!text.contains("WT-SVC-0"));
         assert!(text.contains("-A WT-NO-ENDPOINTS -d 198.19.0.1/32 -p tcp -m tcp --dport 80"));
         assert!(text.contains("-j REJECT --reject-with icmp-port-unreachable"));
@@ -136,9 +141,16 @@ mod tests {
 
     #[test]
     fn empty_rule_set_still_replaces_tables() {
-        let text = render(&[]);
+        let text = render(&[], false);
         assert!(text.starts_with("*nat\n"));
         assert!(text.contains("-A PREROUTING -j WT-SERVICES\n"));
         assert!(text.contains("-A WT-POSTROUTING -m mark --mark 0x4000/0x4000 -j MASQUERADE\n"));
+        assert!(!text.contains("--ctstate DNAT"));
+    }
+
+    #[test]
+    fn without_bridge_netfilter_every_dnat_is_masqueraded() {
+        let text = render(&[], true);
+        assert!(text.contains("-A WT-POSTROUTING -m conntrack --ctstate DNAT -j MASQUERADE\n"));
     }
 }

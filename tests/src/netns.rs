@@ -24,10 +24,19 @@ fn ip(args: &[&str]) -> Result<(), TestbedError> {
     run_checked(cmd, IP_TIMEOUT).map(|_| ())
 }
 
-/// The node namespace: loopback, a bridge holding the pods' gateway address, forwarding on, and
-/// bridged traffic seen by iptables so that replies to DNAT'd connections between two pods on the
-/// bridge are un-NATed by the node's conntrack.
-pub fn create_node(netns: &str) -> Result<(), TestbedError> {
+/// How replies to DNAT'd connections find their way back through the node's conntrack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReturnPath {
+    /// br_netfilter shows bridged frames to iptables: a server's reply to a client on the same
+    /// bridge is un-NATed on the way, and servers see the client's own address.
+    BridgeNetfilter,
+    /// Without br_netfilter (module not loaded, and loading it would change the host's bridges
+    /// too), DNAT'd connections are masqueraded so replies come back through the node.
+    Masquerade,
+}
+
+/// The node namespace: loopback, a bridge holding the pods' gateway address, forwarding on.
+pub fn create_node(netns: &str) -> Result<ReturnPath, TestbedError> {
     ip(&["netns", "add", netns])?;
     ip(&["-n", netns, "link", "set", "lo", "up"])?;
     ip(&["-n", netns, "link", "add", BRIDGE, "type", "bridge"])?;
@@ -36,7 +45,12 @@ pub fn create_node(netns: &str) -> Result<(), TestbedError> {
     ip(&["-n", netns, "link", "set", BRIDGE, "up"])?;
     in_netns(netns, || {
         write_sysctl("/proc/sys/net/ipv4/ip_forward")?;
-        write_sysctl("/proc/sys/net/bridge/bridge-nf-call-iptables")
+        let bridge_nf = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+        if !Path::new(bridge_nf).exists() {
+            return Ok(ReturnPath::Masquerade);
+        }
+        write_sysctl(bridge_nf)?;
+        Ok(ReturnPath::BridgeNetfilter)
     })
     .and_then(|r| {
         r.map_err(|reason| TestbedError::Netns {

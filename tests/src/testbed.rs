@@ -18,7 +18,7 @@ use crate::hosts::ServiceRecord;
 use crate::lookup::find_pod;
 use crate::manifest;
 use crate::naming;
-use crate::netns;
+use crate::netns::{self, ReturnPath};
 use crate::pod::{Pod, PodContext, PodInfo, exit_code, in_pod_as, log_tail};
 use crate::probe;
 use crate::process::{describe, describe_status, run_bounded, run_with_stdin};
@@ -88,6 +88,7 @@ pub struct Testbed {
     pod_addrs: AddressPool,
     next_seq: u32,
     proxy_bin: Option<PathBuf>,
+    return_path: ReturnPath,
     detached: bool,
     spawn_seq: AtomicU32,
 }
@@ -142,13 +143,19 @@ impl Testbed {
             pod_addrs: AddressPool::pods(),
             next_seq: 0,
             proxy_bin,
+            return_path: ReturnPath::BridgeNetfilter,
             detached: false,
             spawn_seq: AtomicU32::new(0),
         };
         // The owner is on record before anything exists, so `down` never mistakes a starting
         // instance for a crashed one. From here on, Drop cleans up after any error.
         testbed.save_state()?;
-        netns::create_node(&testbed.node_netns)?;
+        testbed.return_path = netns::create_node(&testbed.node_netns)?;
+        if testbed.return_path == ReturnPath::Masquerade {
+            tracing::warn!(
+                "br_netfilter is not loaded: Service traffic is masqueraded, servers see the node address"
+            );
+        }
         testbed.assign_cluster_ips(plan.services)?;
         let mut new_pods = Vec::new();
         for w in 0..testbed.workloads.len() {
@@ -359,7 +366,10 @@ impl Testbed {
 
     /// Replaces the node's nat and filter tables in one iptables-restore transaction.
     fn apply_service_rules(&self) -> Result<(), TestbedError> {
-        let rules = dnat::render(&self.service_rules());
+        let rules = dnat::render(
+            &self.service_rules(),
+            self.return_path == ReturnPath::Masquerade,
+        );
         let path = self.state_dir.join("service-rules.txt");
         std::fs::write(&path, &rules).map_err(|e| TestbedError::io("writing", &path, e))?;
         let file = std::fs::File::open(&path).map_err(|e| TestbedError::io("reading", &path, e))?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::server::conn::http1;
@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use crate::drain::Drain;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, prometheus_text};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -41,7 +41,15 @@ impl Admin {
         self.ready.store(true, Ordering::Release);
     }
 
-    pub fn respond(&self, method: &Method, path: &str, peer: SocketAddr) -> Response<Full<Bytes>> {
+    /// `openmetrics`: the client's `Accept` asks for OpenMetrics (as Prometheus does); others
+    /// get the Prometheus 0.0.4 text format.
+    pub fn respond(
+        &self,
+        method: &Method,
+        path: &str,
+        peer: SocketAddr,
+        openmetrics: bool,
+    ) -> Response<Full<Bytes>> {
         match (method, path) {
             (&Method::GET | &Method::HEAD, "/live") => text(StatusCode::OK, "live"),
             (&Method::GET | &Method::HEAD, "/ready") => {
@@ -51,11 +59,11 @@ impl Admin {
                     text(StatusCode::SERVICE_UNAVAILABLE, "not ready")
                 }
             }
-            (&Method::GET | &Method::HEAD, "/metrics") => match self.metrics.render() {
-                Ok(body) => {
+            (&Method::GET | &Method::HEAD, "/metrics") => match self.render_metrics(openmetrics) {
+                Ok((body, content_type)) => {
                     let mut resp = Response::new(Full::new(Bytes::from(body)));
                     resp.headers_mut()
-                        .insert(CONTENT_TYPE, HeaderValue::from_static(OPENMETRICS));
+                        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
                     resp
                 }
                 Err(err) => {
@@ -86,6 +94,17 @@ impl Admin {
         }
     }
 
+    fn render_metrics(&self, openmetrics: bool) -> Result<(String, &'static str), std::fmt::Error> {
+        if openmetrics {
+            Ok((self.metrics.render()?, OPENMETRICS))
+        } else {
+            Ok((
+                self.metrics.render_prometheus()?,
+                prometheus_text::CONTENT_TYPE,
+            ))
+        }
+    }
+
     /// Serves until the process exits; it keeps answering during the drain so that `/ready`
     /// reports it and metrics stay scrapeable.
     pub async fn serve(self, listener: TcpListener) {
@@ -105,7 +124,12 @@ impl Admin {
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let resp = admin.respond(req.method(), req.uri().path(), peer);
+                        let resp = admin.respond(
+                            req.method(),
+                            req.uri().path(),
+                            peer,
+                            accepts_openmetrics(&req),
+                        );
                         async move { Ok::<_, Infallible>(resp) }
                     });
                 if let Err(err) = builder
@@ -117,6 +141,14 @@ impl Admin {
             });
         }
     }
+}
+
+fn accepts_openmetrics<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get_all(ACCEPT)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .any(|value| value.contains("application/openmetrics-text"))
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
@@ -153,32 +185,41 @@ mod tests {
     #[tokio::test]
     async fn live_and_ready() {
         let admin = Admin::new(Arc::new(Metrics::new()), Drain::new());
-        let live = admin.respond(&Method::GET, "/live", loopback());
+        let live = admin.respond(&Method::GET, "/live", loopback(), false);
         assert_eq!(live.status(), StatusCode::OK);
         assert_eq!(body(live).await, "live");
         assert_eq!(
-            admin.respond(&Method::GET, "/ready", loopback()).status(),
+            admin
+                .respond(&Method::GET, "/ready", loopback(), false)
+                .status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
         admin.set_ready();
-        let ready = admin.respond(&Method::GET, "/ready", loopback());
+        let ready = admin.respond(&Method::GET, "/ready", loopback(), false);
         assert_eq!(ready.status(), StatusCode::OK);
         assert_eq!(body(ready).await, "ready");
     }
 
     #[tokio::test]
-    async fn metrics_are_openmetrics_text() {
+    async fn metrics_in_both_text_formats() {
         let metrics = Arc::new(Metrics::new());
         metrics.loop_refused(crate::metrics::Direction::Outbound);
         let admin = Admin::new(metrics, Drain::new());
-        let resp = admin.respond(&Method::GET, "/metrics", loopback());
+        let resp = admin.respond(&Method::GET, "/metrics", loopback(), true);
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()[CONTENT_TYPE], OPENMETRICS);
+        let text = body(resp).await;
+        assert!(text.contains(r#"weft_loop_refused_total{direction="outbound"} 1"#));
+        assert!(text.ends_with("# EOF\n"));
+
+        let resp = admin.respond(&Method::GET, "/metrics", loopback(), false);
+        assert_eq!(resp.headers()[CONTENT_TYPE], prometheus_text::CONTENT_TYPE);
+        let text = body(resp).await;
         assert!(
-            body(resp)
-                .await
-                .contains("weft_loop_refused_total{direction=\"outbound\"} 1")
+            text.contains("# TYPE weft_loop_refused_total counter\n"),
+            "{text}"
         );
+        assert!(!text.contains("# EOF"));
     }
 
     #[tokio::test]
@@ -188,24 +229,30 @@ mod tests {
         admin.set_ready();
         let remote: SocketAddr = "198.18.0.7:40000".parse().unwrap();
         assert_eq!(
-            admin.respond(&Method::POST, "/shutdown", remote).status(),
+            admin
+                .respond(&Method::POST, "/shutdown", remote, false)
+                .status(),
             StatusCode::FORBIDDEN
         );
         assert!(!drain.is_draining());
         assert_eq!(
             admin
-                .respond(&Method::GET, "/shutdown", loopback())
+                .respond(&Method::GET, "/shutdown", loopback(), false)
                 .status(),
             StatusCode::METHOD_NOT_ALLOWED
         );
         let mapped: SocketAddr = "[::ffff:127.0.0.1]:40000".parse().unwrap();
         assert_eq!(
-            admin.respond(&Method::POST, "/shutdown", mapped).status(),
+            admin
+                .respond(&Method::POST, "/shutdown", mapped, false)
+                .status(),
             StatusCode::OK
         );
         assert!(drain.is_draining());
         assert_eq!(
-            admin.respond(&Method::GET, "/ready", loopback()).status(),
+            admin
+                .respond(&Method::GET, "/ready", loopback(), false)
+                .status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
     }
@@ -214,7 +261,9 @@ mod tests {
     async fn unknown_paths_are_404() {
         let admin = Admin::new(Arc::new(Metrics::new()), Drain::new());
         assert_eq!(
-            admin.respond(&Method::GET, "/nope", loopback()).status(),
+            admin
+                .respond(&Method::GET, "/nope", loopback(), false)
+                .status(),
             StatusCode::NOT_FOUND
         );
     }

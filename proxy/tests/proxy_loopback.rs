@@ -618,3 +618,61 @@ fn ipv6_redirects_reach_the_proxy() {
         );
     });
 }
+
+/// Every metric family, once it has samples, passes `promtool check metrics` (Debian package
+/// `prometheus`), which reads the Prometheus text format served without an OpenMetrics Accept.
+#[test]
+fn metrics_pass_promtool() {
+    let ns = Netns::new();
+    let name = ns.name.clone();
+    ns.run(move || async move {
+        spawn_echo(listen("127.0.0.2:8080").await, false, Duration::ZERO);
+        let _proxy = Proxy::start(&name, &[]).await;
+        let mut client = h1_client("127.0.0.2:8080").await;
+        let req = http::Request::get("/")
+            .header("host", "app")
+            .body(Full::default())
+            .unwrap();
+        within("GET", client.send_request(req)).await.unwrap();
+        let mut dead = h1_client("127.0.0.2:8099").await;
+        let req = http::Request::get("/")
+            .header("host", "app")
+            .body(Full::default())
+            .unwrap();
+        within("GET", dead.send_request(req)).await.unwrap();
+        let mut looped = TcpStream::connect("127.0.0.1:4140").await.unwrap();
+        let _ = read_to_end(&mut looped).await;
+        let m = metrics().await;
+        for family in [
+            "weft_tcp_open_total",
+            "weft_tcp_open_connections",
+            "weft_tcp_read_bytes_total",
+            "weft_tcp_write_bytes_total",
+            "weft_request_total",
+            "weft_response_total",
+            "weft_response_latency_seconds",
+            "weft_loop_refused_total",
+            "weft_detect_total",
+        ] {
+            assert!(
+                m.contains(&format!("# HELP {family} ")),
+                "no {family} in:\n{m}"
+            );
+        }
+        let mut promtool = std::process::Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (Debian package `prometheus`) must be installed");
+        std::io::Write::write_all(&mut promtool.stdin.take().unwrap(), m.as_bytes()).unwrap();
+        let out = promtool.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}\n{m}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}

@@ -15,6 +15,8 @@ use prometheus_client::registry::Registry;
 
 use crate::detect::{DetectOutcome, Protocol};
 
+pub mod prometheus_text;
+
 /// Which side of the pod a connection belongs to.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Direction {
@@ -208,11 +210,17 @@ impl Metrics {
         }
     }
 
-    /// The registry in the Prometheus/OpenMetrics text format.
+    /// The registry in the OpenMetrics text format.
     pub fn render(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::with_capacity(4096);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+
+    /// The registry in the Prometheus 0.0.4 text format.
+    pub fn render_prometheus(&self) -> Result<String, std::fmt::Error> {
+        self.render()
+            .map(|openmetrics| prometheus_text::from_openmetrics(&openmetrics))
     }
 
     /// Counts a connection as open until the returned guard drops.

@@ -71,25 +71,25 @@ pub fn choose(legacy: Option<&SavedRules>, nft: Option<&SavedRules>) -> Option<B
     }
 }
 
-/// Picks the backend from both probes (`iptables-*-save` results). When
-/// neither worked, a missing capability explains it before anything else.
+/// Picks the backend from both probes (`iptables-*-save` results). A denied
+/// probe is an error even when the other one worked: both backends need the
+/// same capabilities, and `iptables-legacy-save` reads an empty dump without
+/// any, which proves nothing.
 pub fn decide(
     nft: Result<SavedRules, InitError>,
     legacy: Result<SavedRules, InitError>,
 ) -> Result<Backend, InitError> {
-    if let Some(backend) = choose(legacy.as_ref().ok(), nft.as_ref().ok()) {
-        return Ok(backend);
-    }
     match (nft, legacy) {
-        (Err(err @ InitError::NotPermitted { .. }), _)
-        | (_, Err(err @ InitError::NotPermitted { .. })) => Err(err),
+        // nft is the preferred backend, so its complaint is the one to show.
+        (Err(err @ InitError::NotPermitted { .. }), _) => Err(err),
+        (_, Err(err @ InitError::NotPermitted { .. })) => Err(err),
         (Err(nft), Err(legacy)) => Err(InitError::NoBackend {
             nft: Box::new(nft),
             legacy: Box::new(legacy),
         }),
-        // `choose` only declines when both probes failed.
-        (Ok(_), _) => Ok(Backend::Nft),
-        (_, Ok(_)) => Ok(Backend::Legacy),
+        (nft, legacy) => {
+            Ok(choose(legacy.as_ref().ok(), nft.as_ref().ok()).unwrap_or(Backend::Nft))
+        }
     }
 }
 
@@ -150,25 +150,43 @@ mod tests {
         InitError::ToolMissing { tool: tool.into() }
     }
 
-    fn denied() -> InitError {
+    fn denied(tool: &str) -> InitError {
         InitError::NotPermitted {
-            tool: "iptables-legacy-save".into(),
+            tool: tool.into(),
             detail: "Permission denied (you must be root)".into(),
         }
     }
 
     #[test]
-    fn decide_uses_a_working_backend_even_if_the_other_is_denied() {
-        assert_eq!(
-            decide(Ok(saved(EMPTY)), Err(denied())).unwrap(),
-            Backend::Nft
-        );
+    fn decide_refuses_when_either_probe_is_denied() {
+        let err = decide(Ok(saved(EMPTY)), Err(denied("iptables-legacy-save"))).unwrap_err();
+        assert!(matches!(err, InitError::NotPermitted { .. }), "{err:?}");
+        let err = decide(Err(denied("iptables-nft-save")), Ok(saved(EMPTY))).unwrap_err();
+        assert!(err.to_string().starts_with("iptables-nft-save"), "{err}");
+    }
+
+    #[test]
+    fn decide_uses_the_working_backend_when_the_other_is_missing() {
+        let found = decide(Err(missing("iptables-nft-save")), Ok(saved(EMPTY))).unwrap();
+        assert_eq!(found, Backend::Legacy);
+        let found = decide(Ok(saved(EMPTY)), Err(missing("iptables-legacy-save"))).unwrap();
+        assert_eq!(found, Backend::Nft);
     }
 
     #[test]
     fn decide_reports_a_missing_capability_first() {
-        let err = decide(Err(missing("iptables-nft-save")), Err(denied())).unwrap_err();
+        let err = decide(
+            Err(missing("iptables-nft-save")),
+            Err(denied("iptables-legacy-save")),
+        )
+        .unwrap_err();
         assert!(matches!(err, InitError::NotPermitted { .. }), "{err:?}");
+        let err = decide(
+            Err(denied("iptables-nft-save")),
+            Err(denied("iptables-legacy-save")),
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("iptables-nft-save"), "{err}");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! Rendering is pure (`render`, from the flags and the parsed `iptables-save`
 //! state); commands run only here and in `exec`. Each family's rules are one
 //! `iptables-restore --noflush` transaction, so a failure leaves that family as
-//! it was, and a re-run leaves the rule set unchanged.
+//! it was, and a re-run leaves the rule set unchanged. IPv4 goes first; if IPv6
+//! then fails, IPv4 stays installed and a re-run completes the job.
 
 mod args;
 mod backend;

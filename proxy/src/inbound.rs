@@ -2,8 +2,6 @@
 //! to the inbound listener, forwarded to the app at their original destination (pod IP and app
 //! port). mTLS termination and the inbound policy will be added to this side.
 
-use std::sync::Arc;
-
 use crate::config::ProxyConfig;
 use crate::http::HttpServer;
 use crate::http::pool::Pool;
@@ -18,7 +16,7 @@ pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
         opaque_ports: config.opaque_ports.clone(),
         loop_guard: shared.loop_guard.clone(),
         metrics: shared.metrics.clone(),
-        pool: Arc::new(Pool::new(config.connect_timeout)),
+        pool: Pool::shared(config.connect_timeout),
         http: HttpServer::new(),
         drain: shared.drain.clone(),
     }

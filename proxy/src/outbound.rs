@@ -2,8 +2,6 @@
 //! the outbound listener. For now each goes to its original destination; discovery, balancing and
 //! mTLS will be added to this side's stack.
 
-use std::sync::Arc;
-
 use crate::config::ProxyConfig;
 use crate::http::HttpServer;
 use crate::http::pool::Pool;
@@ -18,7 +16,7 @@ pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
         opaque_ports: config.opaque_ports.clone(),
         loop_guard: shared.loop_guard.clone(),
         metrics: shared.metrics.clone(),
-        pool: Arc::new(Pool::new(config.connect_timeout)),
+        pool: Pool::shared(config.connect_timeout),
         http: HttpServer::new(),
         drain: shared.drain.clone(),
     }

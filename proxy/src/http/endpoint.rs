@@ -186,6 +186,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn expired_idle_connections_are_swept() {
+        let (addr, accepted) = upstream().await;
+        let pool = Pool::shared(Duration::from_secs(5));
+        let client = EndpointClient::new(pool.clone());
+        let resp = client.clone().oneshot(request(addr)).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        assert_eq!(pool.idle_h1(addr), 1);
+        pool.age_idle_h1(Duration::from_secs(91));
+        pool.sweep();
+        assert_eq!(pool.idle_h1(addr), 0);
+        // The next request needs a new connection.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        client.oneshot(request(addr)).await.unwrap();
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
     async fn refused_upstream_is_bad_gateway() {
         let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = gone.local_addr().unwrap();

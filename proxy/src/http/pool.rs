@@ -5,8 +5,8 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -25,12 +25,26 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Idle HTTP/1 connections kept per upstream; more are closed once their response ends.
 const MAX_IDLE_PER_UPSTREAM: usize = 64;
+/// A pooled HTTP/1 connection unused this long is closed, so upstreams that never close idle
+/// keep-alive connections do not collect our file descriptors.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+struct Idle<B> {
+    conn: http1::SendRequest<B>,
+    since: Instant,
+}
+
+impl<B> Idle<B> {
+    fn is_usable(&self, now: Instant) -> bool {
+        !self.conn.is_closed() && now.duration_since(self.since) < IDLE_TIMEOUT
+    }
+}
 
 pub struct Pool<B> {
     connect_timeout: Duration,
     h1_builder: http1::Builder,
     h2_builder: http2::Builder<TokioExecutor>,
-    h1_idle: Mutex<HashMap<SocketAddr, Vec<http1::SendRequest<B>>>>,
+    h1_idle: Mutex<HashMap<SocketAddr, Vec<Idle<B>>>>,
     h2: Mutex<HashMap<SocketAddr, http2::SendRequest<B>>>,
 }
 
@@ -39,6 +53,15 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
+    /// A pool whose idle connections are swept in the background (when a runtime is running).
+    pub fn shared(connect_timeout: Duration) -> Arc<Self> {
+        let pool = Arc::new(Self::new(connect_timeout));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(sweep_periodically(Arc::downgrade(&pool)));
+        }
+        pool
+    }
+
     pub fn new(connect_timeout: Duration) -> Self {
         let mut h1_builder = http1::Builder::new();
         // Forward header names as the app wrote them.
@@ -129,9 +152,10 @@ where
     fn checkout_h1(&self, addr: SocketAddr) -> Option<http1::SendRequest<B>> {
         let mut idle = self.lock_h1();
         let conns = idle.get_mut(&addr)?;
-        conns.retain(|conn| !conn.is_closed());
-        let ready = conns.iter().position(http1::SendRequest::is_ready)?;
-        Some(conns.swap_remove(ready))
+        let now = Instant::now();
+        conns.retain(|idle| idle.is_usable(now));
+        let ready = conns.iter().position(|idle| idle.conn.is_ready())?;
+        Some(conns.swap_remove(ready).conn)
     }
 
     /// Returned as soon as the response head arrives: the connection becomes ready again by
@@ -140,8 +164,23 @@ where
         let mut idle = self.lock_h1();
         let conns = idle.entry(addr).or_default();
         if conns.len() < MAX_IDLE_PER_UPSTREAM {
-            conns.push(conn);
+            conns.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
         }
+    }
+
+    /// Drops closed and expired connections and forgets upstreams with none left.
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        let mut idle = self.lock_h1();
+        idle.retain(|_, conns| {
+            conns.retain(|idle| idle.is_usable(now));
+            !conns.is_empty()
+        });
+        drop(idle);
+        self.lock_h2().retain(|_, conn| !conn.is_closed());
     }
 
     fn cached_h2(&self, addr: SocketAddr) -> Option<http2::SendRequest<B>> {
@@ -179,9 +218,7 @@ where
         Ok(sender)
     }
 
-    fn lock_h1(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<http1::SendRequest<B>>>> {
+    fn lock_h1(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Vec<Idle<B>>>> {
         // A panic elsewhere cannot leave the map inconsistent: every update is a single call.
         self.h1_idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -193,5 +230,28 @@ where
     #[cfg(test)]
     pub(crate) fn idle_h1(&self, addr: SocketAddr) -> usize {
         self.lock_h1().get(&addr).map_or(0, Vec::len)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn age_idle_h1(&self, by: Duration) {
+        for conns in self.lock_h1().values_mut() {
+            for idle in conns {
+                idle.since -= by;
+            }
+        }
+    }
+}
+
+async fn sweep_periodically<B>(pool: Weak<Pool<B>>)
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 3);
+    loop {
+        tick.tick().await;
+        // The pool's side is gone: nothing left to sweep.
+        let Some(pool) = pool.upgrade() else { return };
+        pool.sweep();
     }
 }

@@ -9,7 +9,10 @@ pub const ENV: &str = "WEFT_PROXY_BIN";
 
 pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, TestbedError> {
     if let Some(path) = explicit {
-        return check(path.to_path_buf(), "TestbedOptions::proxy_bin");
+        return check(
+            path.to_path_buf(),
+            "TestbedOptions::proxy_bin or --proxy-bin",
+        );
     }
     if let Some(path) = std::env::var_os(ENV) {
         return check(PathBuf::from(path), ENV);
@@ -35,6 +38,36 @@ fn check(path: PathBuf, source: &str) -> Result<PathBuf, TestbedError> {
     }
 }
 
+/// Whether a user other than root can run `path`: every directory above it searchable by others
+/// and the file executable by others. The proxy runs as UID 2102, and a checkout under a private
+/// home directory (/root is 0700) would otherwise fail only when the sidecar starts.
+pub fn runnable_by_others(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let others_x = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.permissions().mode() & 0o001 != 0)
+            .unwrap_or(false)
+    };
+    others_x(path)
+        && path
+            .ancestors()
+            .skip(1)
+            .filter(|d| !d.as_os_str().is_empty())
+            .all(others_x)
+}
+
+/// A copy of the binary in `dir` (created 0755) that any user can run.
+pub fn runnable_copy(path: &Path, dir: &Path) -> Result<PathBuf, TestbedError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| TestbedError::io("creating", dir, e))?;
+    let copy = dir.join("weft-proxy");
+    std::fs::copy(path, &copy)
+        .map_err(|e| TestbedError::io("copying the weft-proxy binary to", &copy, e))?;
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| TestbedError::io("making runnable", &copy, e))?;
+    Ok(copy)
+}
+
 /// The first `weft-proxy` in the executable's directory or up to two levels above it.
 fn next_to(exe: &Path) -> Option<PathBuf> {
     exe.ancestors()
@@ -57,6 +90,29 @@ mod tests {
         let found = next_to(&deps.join("e2e-0123"));
         std::fs::remove_dir_all(&root).unwrap();
         assert_eq!(found, Some(root.join("debug/weft-proxy")));
+    }
+
+    #[test]
+    fn private_directories_make_a_binary_unreachable() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = std::env::temp_dir().join(format!("weft-proxy-perm-{}", std::process::id()));
+        let private = root.join("private");
+        std::fs::create_dir_all(&private).unwrap();
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let bin = private.join("weft-proxy");
+        std::fs::write(&bin, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let open = runnable_by_others(&bin);
+        std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let closed = runnable_by_others(&bin);
+        let copy = runnable_copy(&bin, &root.join("bin")).unwrap();
+        let copy_ok = runnable_by_others(&copy);
+        std::fs::remove_dir_all(&root).unwrap();
+        assert!(
+            open && !closed && copy_ok,
+            "open {open}, closed {closed}, copy {copy_ok}"
+        );
     }
 
     #[test]

@@ -119,24 +119,21 @@ impl Testbed {
             }
             cleanup::down(&DownTarget::Instance(instance.clone()), &opts.state_root)?;
         }
-        let log_dir = state_dir.join("logs");
-        std::fs::create_dir_all(&log_dir).map_err(|e| TestbedError::io("creating", &log_dir, e))?;
         let needs_proxy = plan
             .workloads
             .iter()
             .flat_map(|w| w.spec.init_containers.iter().chain(&w.spec.containers))
             .any(|c| c.is_proxy_image());
-        let proxy_bin = if needs_proxy {
-            Some(crate::proxy_bin::locate(opts.proxy_bin.as_deref())?)
-        } else {
-            None
-        };
+        // Located before anything is made, so a missing binary leaves nothing behind.
+        let proxy_bin = needs_proxy
+            .then(|| crate::proxy_bin::locate(opts.proxy_bin.as_deref()))
+            .transpose()?;
         let mut testbed = Testbed {
             node_netns: naming::node_netns(&instance),
             instance,
             opts,
+            log_dir: state_dir.join("logs"),
             state_dir,
-            log_dir,
             workloads: plan.workloads,
             pods: Vec::new(),
             services: Vec::new(),
@@ -147,9 +144,18 @@ impl Testbed {
             detached: false,
             spawn_seq: AtomicU32::new(0),
         };
-        // The owner is on record before anything exists, so `down` never mistakes a starting
-        // instance for a crashed one. From here on, Drop cleans up after any error.
+        // From here on, Drop cleans up after any error. The owner is on record before any
+        // namespace exists, so `down` never mistakes a starting instance for a crashed one.
+        std::fs::create_dir_all(&testbed.log_dir)
+            .map_err(|e| TestbedError::io("creating", &testbed.log_dir, e))?;
         testbed.save_state()?;
+        if let Some(found) = &testbed.proxy_bin
+            && !crate::proxy_bin::runnable_by_others(found)
+        {
+            // The sidecar runs as UID 2102; give it a copy it can reach.
+            let copy = crate::proxy_bin::runnable_copy(found, &testbed.state_dir.join("bin"))?;
+            testbed.proxy_bin = Some(copy);
+        }
         testbed.return_path = netns::create_node(&testbed.node_netns)?;
         if testbed.return_path == ReturnPath::Masquerade {
             tracing::warn!(

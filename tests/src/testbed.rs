@@ -511,7 +511,8 @@ impl Testbed {
     }
 
     /// Runs `argv` as root in the pod's namespace (with its /etc/netns mounts), bounded by the
-    /// exec timeout; the caller judges the exit status.
+    /// exec timeout; the caller judges the exit status. Anything the command leaves running in
+    /// its process group is killed when it returns: use [`Testbed::spawn`] for servers.
     pub fn exec(&self, pod: &str, argv: &[&str]) -> Result<Output, TestbedError> {
         self.exec_with_timeout(pod, argv, self.opts.exec_timeout)
     }

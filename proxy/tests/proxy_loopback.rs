@@ -676,3 +676,39 @@ fn metrics_pass_promtool() {
         );
     });
 }
+
+#[test]
+fn tls_client_hello_is_forwarded_untouched() {
+    let ns = Netns::new();
+    let name = ns.name.clone();
+    ns.run(move || async move {
+        let listener = listen("127.0.0.2:8443").await;
+        let backend = tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            let mut got = [0u8; 9];
+            sock.read_exact(&mut got).await.unwrap();
+            sock.write_all(b"\x16\x03\x03server").await.unwrap();
+            got
+        });
+        let _proxy = Proxy::start(&name, &[]).await;
+        let mut client = TcpStream::connect("127.0.0.2:8443").await.unwrap();
+        // The start of a TLS 1.2 handshake record, as a ClientHello begins.
+        let hello = *b"\x16\x03\x01\x00\x04\x01\x00\x00\x00";
+        client.write_all(&hello).await.unwrap();
+        let mut reply = [0u8; 9];
+        within("reply", client.read_exact(&mut reply))
+            .await
+            .unwrap();
+        assert_eq!(&reply, b"\x16\x03\x03server");
+        assert_eq!(within("backend", backend).await.unwrap(), hello);
+        let m = metrics().await;
+        assert_eq!(
+            sample(
+                &m,
+                r#"weft_tcp_open_total{direction="outbound",protocol="tls"}"#
+            ),
+            Some(1.0),
+            "{m}"
+        );
+    });
+}

@@ -37,7 +37,10 @@ impl HttpServer {
             .title_case_headers(false)
             .auto_date_header(false)
             // A client may shut down its write side while it waits for the response.
-            .half_close(true);
+            .half_close(true)
+            // hyper's header timer also runs while a keep-alive connection is idle, so it would
+            // close the app's idle connections after 30s: a transparent proxy must not.
+            .header_read_timeout(None);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
             .auto_date_header(false)

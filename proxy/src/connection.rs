@@ -99,3 +99,62 @@ fn log_http_error(
         debug!(%direction, %peer, %destination, error = %err, "HTTP connection ended with an error");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drain::Drain;
+    use crate::http::HttpServer;
+    use crate::http::pool::Pool;
+    use crate::loop_guard::LoopGuard;
+    use crate::metrics::{Direction, Metrics};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::TcpListener;
+
+    fn side(own_port: u16, metrics: Arc<Metrics>) -> Side {
+        Side {
+            direction: Direction::Outbound,
+            detect_timeout: Duration::from_millis(100),
+            connect_timeout: Duration::from_secs(1),
+            opaque_ports: weft_settings::parse_ports("").unwrap(),
+            loop_guard: LoopGuard::new(vec![own_port]),
+            metrics,
+            pool: Arc::new(Pool::new(Duration::from_secs(1))),
+            http: HttpServer::new(),
+            drain: Drain::new(),
+        }
+    }
+
+    /// A client that connects straight to the listener (no REDIRECT) is the proxy talking to
+    /// itself: the connection is closed and counted, never forwarded.
+    #[tokio::test]
+    async fn unredirected_connection_is_refused_and_counted() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let side = side(addr.port(), metrics.clone());
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (stream, peer) = listener.accept().await.unwrap();
+        // Without nf_conntrack loaded the kernel cannot answer at all; the connection must
+        // still be closed, just for a different logged reason.
+        let conntrack = !matches!(
+            original_dst(&stream, addr),
+            Err(OriginalDstError::Unsupported)
+        );
+        handle(&side, stream, peer, side.drain.watch()).await;
+        let mut rest = Vec::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut rest)).await;
+        assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+        let text = metrics.render().unwrap();
+        if conntrack {
+            assert!(
+                text.contains(r#"weft_loop_refused_total{direction="outbound"} 1"#),
+                "{text}"
+            );
+        }
+        assert!(!text.contains("weft_tcp_open_total"), "{text}");
+    }
+}

@@ -712,3 +712,50 @@ fn tls_client_hello_is_forwarded_untouched() {
         );
     });
 }
+
+/// gRPC-style bidirectional streaming over h2: each request frame comes back before the next is
+/// sent, so neither direction is buffered.
+#[test]
+fn h2_bidirectional_streaming() {
+    let ns = Netns::new();
+    let name = ns.name.clone();
+    ns.run(move || async move {
+        let listener = listen("127.0.0.2:8088").await;
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(
+                |req: hyper::Request<hyper::body::Incoming>| async move {
+                    // Echo the request body as it arrives.
+                    Ok::<_, hyper::Error>(hyper::Response::new(req.into_body()))
+                },
+            );
+            let _ = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await;
+        });
+        let _proxy = Proxy::start(&name, &[]).await;
+        let stream = TcpStream::connect("127.0.0.2:8088").await.unwrap();
+        let (mut client, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let (mut tx, body) = http_body_util::channel::Channel::<Bytes, hyper::Error>::new(1);
+        let req = http::Request::post("http://app/stream").body(body).unwrap();
+        let resp = within("response head", client.send_request(req))
+            .await
+            .unwrap();
+        let mut echoed = resp.into_body();
+        for message in ["one", "two", "three"] {
+            tx.send_data(Bytes::from(message)).await.unwrap();
+            let frame = within("echo", echoed.frame()).await.unwrap().unwrap();
+            assert_eq!(frame.into_data().unwrap(), message);
+        }
+        drop(tx);
+        // Closing the request ends the response (an empty final DATA frame may carry the end).
+        let rest = within("end", echoed.collect()).await.unwrap().to_bytes();
+        assert!(rest.is_empty(), "{rest:?}");
+    });
+}

@@ -759,3 +759,55 @@ fn h2_bidirectional_streaming() {
         assert!(rest.is_empty(), "{rest:?}");
     });
 }
+
+/// An upstream whose accept queue is full drops new SYNs, so connecting times out: 504.
+#[test]
+fn connect_timeout_is_504() {
+    let ns = Netns::new();
+    // Connections from 127.0.0.9 bypass the proxy, so the test can fill the queue directly.
+    ns.exec_ok(
+        "iptables",
+        &[
+            "-t",
+            "nat",
+            "-I",
+            "OUTPUT",
+            "1",
+            "-p",
+            "tcp",
+            "-s",
+            "127.0.0.9",
+            "-j",
+            "RETURN",
+        ],
+    );
+    let name = ns.name.clone();
+    ns.run(move || async move {
+        let backend: std::net::SocketAddr = "127.0.0.2:8089".parse().unwrap();
+        let listener =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        listener.bind(&backend.into()).unwrap();
+        listener.listen(0).unwrap();
+        let mut fillers = Vec::new();
+        for _ in 0..8 {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind("127.0.0.9:0".parse().unwrap()).unwrap();
+            match tokio::time::timeout(Duration::from_millis(300), socket.connect(backend)).await {
+                Ok(Ok(stream)) => fillers.push(stream),
+                _ => break, // the queue is full: SYNs are being dropped
+            }
+        }
+        assert!(fillers.len() < 8, "the accept queue never filled");
+
+        let _proxy = Proxy::start(&name, &[("WEFT_CONNECT_TIMEOUT", "300ms")]).await;
+        let mut client = h1_client("127.0.0.2:8089").await;
+        let req = http::Request::get("/")
+            .header("host", "app")
+            .body(Full::default())
+            .unwrap();
+        let resp = within("GET", client.send_request(req)).await.unwrap();
+        assert_eq!(resp.status(), 504);
+        assert_eq!(resp.headers()["weft-error"], "upstream connect timeout");
+        drop(listener);
+    });
+}

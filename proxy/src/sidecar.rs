@@ -64,7 +64,7 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
     })?;
 
     let shared = Shared {
-        metrics,
+        metrics: metrics.clone(),
         drain: drain.clone(),
         loop_guard: LoopGuard::new(own_ports),
     };
@@ -94,11 +94,19 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
     info!(cause, grace = ?config.shutdown_grace, "draining: no new connections, finishing in-flight ones");
     match drain.finish(config.shutdown_grace).await {
         Ok(()) => info!("drained; exiting"),
-        Err(open) => warn!(
-            open,
-            grace = ?config.shutdown_grace,
-            "shutdown grace period ended with connections still open; exiting"
-        ),
+        Err(open) => {
+            let still_open: Vec<String> = metrics
+                .open_connections()
+                .into_iter()
+                .map(|(direction, protocol, count)| format!("{direction} {protocol}: {count}"))
+                .collect();
+            warn!(
+                open,
+                still_open = %still_open.join(", "),
+                grace = ?config.shutdown_grace,
+                "shutdown grace period ended with connections still open; exiting"
+            );
+        }
     }
     Ok(())
 }

@@ -811,3 +811,49 @@ fn connect_timeout_is_504() {
         drop(listener);
     });
 }
+
+/// A connection that outlives WEFT_SHUTDOWN_GRACE does not keep the proxy alive.
+#[test]
+fn shutdown_grace_bounds_the_drain() {
+    let ns = Netns::new();
+    let name = ns.name.clone();
+    ns.run(move || async move {
+        let listener = listen("127.0.0.2:7001").await;
+        tokio::spawn(async move {
+            let (mut sock, _) = listener.accept().await.unwrap();
+            // Hold the connection open far beyond the grace period.
+            let mut buf = [0u8; 1];
+            let _ = sock.read(&mut buf).await;
+        });
+        let mut proxy = Proxy::start(
+            &name,
+            &[("WEFT_SHUTDOWN_GRACE", "1s"), ("WEFT_OPAQUE_PORTS", "7001")],
+        )
+        .await;
+        let _client = TcpStream::connect("127.0.0.2:7001").await.unwrap();
+        let deadline = Instant::now() + PATIENCE;
+        while sample(
+            &metrics().await,
+            r#"weft_tcp_open_connections{direction="outbound",protocol="opaque"}"#,
+        ) != Some(1.0)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the opaque connection never opened"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let start = Instant::now();
+        proxy.sigterm();
+        assert_eq!(proxy.wait_exit().await, Some(0));
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_millis(900),
+            "exited before the grace period: {took:?}"
+        );
+        assert!(
+            took < Duration::from_secs(5),
+            "grace period not enforced: {took:?}"
+        );
+    });
+}

@@ -238,6 +238,29 @@ impl Metrics {
         }
     }
 
+    /// Connections open right now, per direction and protocol (only those with any).
+    pub fn open_connections(&self) -> Vec<(Direction, Protocol, i64)> {
+        let mut open = Vec::new();
+        for direction in [Direction::Outbound, Direction::Inbound] {
+            for protocol in [
+                Protocol::Http1,
+                Protocol::Http2,
+                Protocol::Tls,
+                Protocol::Opaque,
+            ] {
+                let labels = ConnLabels {
+                    direction,
+                    protocol,
+                };
+                let count = self.tcp_open_connections.get_or_create(&labels).get();
+                if count > 0 {
+                    open.push((direction, protocol, count));
+                }
+            }
+        }
+        open
+    }
+
     /// The (read, write) byte counters of one direction, for a counting I/O wrapper.
     pub fn byte_counters(&self, direction: Direction) -> (Counter, Counter) {
         let labels = DirLabels { direction };
@@ -367,6 +390,19 @@ mod tests {
         assert!(
             text.contains(r#"weft_tcp_close_total{direction="outbound",protocol="http1"} 1"#),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn lists_open_connections() {
+        let metrics = Metrics::new();
+        let _a = metrics.connection(Direction::Inbound, Protocol::Opaque);
+        let _b = metrics.connection(Direction::Inbound, Protocol::Opaque);
+        let c = metrics.connection(Direction::Outbound, Protocol::Http2);
+        drop(c);
+        assert_eq!(
+            metrics.open_connections(),
+            [(Direction::Inbound, Protocol::Opaque, 2)]
         );
     }
 

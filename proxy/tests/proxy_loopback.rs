@@ -742,14 +742,14 @@ fn h2_bidirectional_streaming() {
         .await
         .unwrap();
         tokio::spawn(conn);
-        let (mut tx, body) = http_body_util::channel::Channel::<Bytes, hyper::Error>::new(1);
+        let (tx, body) = channel_body();
         let req = http::Request::post("http://app/stream").body(body).unwrap();
         let resp = within("response head", client.send_request(req))
             .await
             .unwrap();
         let mut echoed = resp.into_body();
         for message in ["one", "two", "three"] {
-            tx.send_data(Bytes::from(message)).await.unwrap();
+            tx.send(Bytes::from(message)).await.unwrap();
             let frame = within("echo", echoed.frame()).await.unwrap().unwrap();
             assert_eq!(frame.into_data().unwrap(), message);
         }

@@ -296,3 +296,27 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
 pub fn addr(ip: &str, port: u16) -> String {
     SocketAddr::new(ip.parse().unwrap(), port).to_string()
 }
+
+/// A request body fed frame by frame from the test, for streaming in both directions at once.
+pub struct ChannelBody {
+    rx: tokio::sync::mpsc::Receiver<Bytes>,
+}
+
+pub fn channel_body() -> (tokio::sync::mpsc::Sender<Bytes>, ChannelBody) {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    (tx, ChannelBody { rx })
+}
+
+impl http_body::Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|data| data.map(|data| Ok(http_body::Frame::data(data))))
+    }
+}

@@ -5,6 +5,8 @@
 mod cidr;
 mod duration;
 mod error;
+mod flag;
+mod grpc;
 mod image;
 mod inject_mode;
 mod log;
@@ -12,11 +14,15 @@ mod markdown;
 mod number;
 mod ports;
 mod quantity;
+mod rate;
+mod status;
 mod table;
 
 pub use cidr::{Cidr, parse_cidrs};
 pub use duration::parse_duration;
 pub use error::SettingError;
+pub use flag::parse_bool;
+pub use grpc::{GrpcCodeSet, parse_grpc_codes};
 pub use image::parse_image;
 pub use inject_mode::{InjectMode, parse_inject_mode};
 pub use log::{LogFormat, parse_log_filter, parse_log_format};
@@ -24,6 +30,8 @@ pub use markdown::markdown_table;
 pub use number::{parse_count, parse_ratio};
 pub use ports::{PortSet, parse_ports};
 pub use quantity::parse_quantity;
+pub use rate::{Rate, parse_rate};
+pub use status::{StatusSet, parse_status_ranges};
 pub use table::{
     ANNOTATION_PREFIX, DEFAULT_PROXY_IMAGE, INJECTED_ANNOTATION, Kind, ResourceBound, SETTINGS,
     Setting, Target, find, validate,

@@ -3,8 +3,9 @@
 //! would tell users something works when it does not.
 
 use crate::{
-    SettingError, parse_cidrs, parse_count, parse_duration, parse_image, parse_inject_mode,
-    parse_log_filter, parse_log_format, parse_ports, parse_quantity, parse_ratio,
+    SettingError, parse_bool, parse_cidrs, parse_count, parse_duration, parse_grpc_codes,
+    parse_image, parse_inject_mode, parse_log_filter, parse_log_format, parse_ports,
+    parse_quantity, parse_rate, parse_ratio, parse_status_ranges,
 };
 
 /// Every annotation starts with this; `Setting::annotation` holds the part after it.
@@ -88,6 +89,14 @@ pub enum Kind {
     Quantity,
     Image,
     InjectMode,
+    /// HTTP statuses and ranges: "502-504,429".
+    StatusRanges,
+    /// gRPC status codes by name or number: "unavailable,14".
+    GrpcCodes,
+    /// Requests per period: "100/s".
+    Rate,
+    /// "true" or "false".
+    Bool,
 }
 
 /// Checks `value` against the setting's kind; the error says what was expected and what was given.
@@ -103,6 +112,10 @@ pub fn validate(setting: &Setting, value: &str) -> Result<(), SettingError> {
         Kind::Quantity => parse_quantity(value).map(drop),
         Kind::Image => parse_image(value).map(drop),
         Kind::InjectMode => parse_inject_mode(value).map(drop),
+        Kind::StatusRanges => parse_status_ranges(value).map(drop),
+        Kind::GrpcCodes => parse_grpc_codes(value).map(drop),
+        Kind::Rate => parse_rate(value).map(drop),
+        Kind::Bool => parse_bool(value).map(drop),
     }
 }
 

@@ -7,12 +7,15 @@ use weft_settings::{ANNOTATION_PREFIX, DEFAULT_PROXY_IMAGE, INJECTED_ANNOTATION,
 
 use crate::InjectError;
 use crate::annotations::Annotations;
+use crate::control_plane::control_plane_env;
 use crate::namespaces::Namespaces;
 use crate::sidecar::{PROXY_CONTAINER, image, init_container, proxy_container};
 use crate::workload::{describe, namespace, pod_template_mut, pod_template_path};
 
 /// The value of `weft.io/injected` on every pod the injector meshes.
 pub const INJECTOR_VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The trust domain of workload identities unless told otherwise.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
 
 #[derive(Debug, Clone)]
 pub struct InjectOptions {
@@ -21,6 +24,12 @@ pub struct InjectOptions {
     /// Namespace name -> its annotations, for namespaces not (or not fully) described by
     /// `Namespace` objects in the input.
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// The discovery service (`host:port`) the proxies watch; unset = DNS-only proxies.
+    pub discovery_addr: Option<String>,
+    /// The identity service (`host:port`) that signs the proxies' certificates.
+    pub identity_addr: Option<String>,
+    /// Workload identities are `spiffe://<trust_domain>/ns/<ns>/sa/<sa>`.
+    pub trust_domain: String,
 }
 
 impl Default for InjectOptions {
@@ -28,6 +37,9 @@ impl Default for InjectOptions {
         Self {
             proxy_image: DEFAULT_PROXY_IMAGE.to_owned(),
             namespaces: BTreeMap::new(),
+            discovery_addr: None,
+            identity_addr: None,
+            trust_domain: DEFAULT_TRUST_DOMAIN.to_owned(),
         }
     }
 }
@@ -61,7 +73,7 @@ fn inject_one(
     }
     let pod_annotations = Annotations::from_metadata(template.get("metadata"), &object)?;
     let effective = namespace_annotations.overridden_by(&pod_annotations);
-    add_sidecar(template, &effective, &opts.proxy_image, &object)?;
+    add_sidecar(template, &effective, opts, &object)?;
     Ok(doc)
 }
 
@@ -100,12 +112,15 @@ fn has_proxy_container(template: &Map<String, Value>) -> bool {
 fn add_sidecar(
     template: &mut Map<String, Value>,
     annotations: &Annotations,
-    default_image: &str,
+    opts: &InjectOptions,
     object: &str,
 ) -> Result<(), InjectError> {
-    let image = image(annotations, default_image);
+    let image = image(annotations, &opts.proxy_image);
     let init = init_container(annotations, &image, object)?;
-    let proxy = proxy_container(annotations, &image);
+    let mut proxy = proxy_container(annotations, &image);
+    if let Some(env) = proxy.get_mut("env").and_then(Value::as_array_mut) {
+        env.extend(control_plane_env(opts));
+    }
 
     let spec = template
         .get_mut("spec")

@@ -6,7 +6,9 @@
 //!   with the pod's skip lists; the admin port 4191 is always skipped inbound;
 //! - `weft-proxy` as its first container, running as UID 2102, with one `WEFT_*` environment
 //!   variable per proxy annotation present and resources from `weft.io/proxy-cpu-*` and
-//!   `weft.io/proxy-memory-*`;
+//!   `weft.io/proxy-memory-*`, plus the control plane's addresses (`WEFT_DISCOVERY_ADDR`,
+//!   `WEFT_IDENTITY_ADDR`, when given), `WEFT_TRUST_DOMAIN`, and the pod's name, namespace, IP
+//!   and service account through the downward API (`WEFT_POD_*`, `WEFT_SERVICE_ACCOUNT`);
 //! - the annotation `weft.io/injected: <injector version>` on the pod template, which records
 //!   which injector meshed it (a pod already holding a `weft-proxy` container is left as it is,
 //!   so injecting twice changes nothing).
@@ -16,6 +18,7 @@
 //! `weft_settings::SETTINGS` with a valid value, or injection fails naming the object.
 
 mod annotations;
+mod control_plane;
 mod error;
 mod inject;
 mod manifest;
@@ -23,8 +26,9 @@ mod namespaces;
 mod sidecar;
 mod workload;
 
+pub use control_plane::parse_trust_domain;
 pub use error::InjectError;
-pub use inject::{INJECTOR_VERSION, InjectOptions, inject};
+pub use inject::{DEFAULT_TRUST_DOMAIN, INJECTOR_VERSION, InjectOptions, inject};
 pub use manifest::{parse_manifests, to_yaml};
 pub use sidecar::{INIT_CONTAINER, PROXY_CONTAINER};
 

@@ -1,4 +1,5 @@
-//! `weft-inject [-f FILE|-] [--proxy-image IMG]`: reads Kubernetes YAML, writes it back with the
+//! `weft-inject [-f FILE|-] [--proxy-image IMG] [--discovery-addr H:P] [--identity-addr H:P]
+//! [--trust-domain TD]`: reads Kubernetes YAML, writes it back with the
 //! Weft sidecar added to every meshed pod.
 
 use std::io::{Read, Write};
@@ -21,6 +22,15 @@ struct Args {
     /// Image of the proxy and init containers, unless a pod sets weft.io/proxy-image.
     #[arg(long, value_parser = weft_settings::parse_image, default_value = weft_settings::DEFAULT_PROXY_IMAGE)]
     proxy_image: String,
+    /// The discovery service (host:port) the proxies watch; without it they resolve with DNS.
+    #[arg(long)]
+    discovery_addr: Option<String>,
+    /// The identity service (host:port) that signs the proxies' certificates.
+    #[arg(long)]
+    identity_addr: Option<String>,
+    /// Workload identities are spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
+    #[arg(long, value_parser = weft_inject::parse_trust_domain, default_value = weft_inject::DEFAULT_TRUST_DOMAIN)]
+    trust_domain: String,
 }
 
 fn main() -> ExitCode {
@@ -53,6 +63,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let docs = parse_manifests(&input)?;
     let opts = InjectOptions {
         proxy_image: args.proxy_image.clone(),
+        discovery_addr: args.discovery_addr.clone(),
+        identity_addr: args.identity_addr.clone(),
+        trust_domain: args.trust_domain.clone(),
         ..InjectOptions::default()
     };
     let yaml = to_yaml(&inject(docs, &opts)?)?;

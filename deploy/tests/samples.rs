@@ -34,12 +34,12 @@ fn run_cli(args: &[&str], stdin: &str) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
+    // A CLI that refuses its arguments exits without reading: a broken pipe is its answer, not
+    // a test failure (it raced on a loaded machine).
+    match child.stdin.take().unwrap().write_all(stdin.as_bytes()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+        other => other.unwrap(),
+    }
     child.wait_with_output().unwrap()
 }
 
@@ -203,6 +203,8 @@ fn all_kinds_get_every_setting_applied() {
             .as_array()
             .unwrap()
             .iter()
+            // The annotation settings; the control-plane entries (after them) are tested apart.
+            .take_while(|e| e["name"] != "WEFT_TRUST_DOMAIN")
             .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
             .collect();
         assert_eq!(

@@ -152,10 +152,54 @@ fn namespace_settings_are_defaults_the_pod_overrides() {
         "weft.io/inject": "enabled", "weft.io/detect-timeout": "2s", "weft.io/opaque-ports": "25"}}});
     let pod = workload("Pod", json!({"weft.io/detect-timeout": "300ms"}));
     let out = inject(vec![ns, pod], &opts()).unwrap();
+    // The annotation settings come first; the control-plane entries follow them.
+    let env = out[1]["spec"]["containers"][0]["env"].as_array().unwrap();
     assert_eq!(
-        out[1]["spec"]["containers"][0]["env"],
-        json!([{"name": "WEFT_OPAQUE_PORTS", "value": "25"},
-               {"name": "WEFT_DETECT_TIMEOUT", "value": "300ms"}])
+        env[..2],
+        [
+            json!({"name": "WEFT_OPAQUE_PORTS", "value": "25"}),
+            json!({"name": "WEFT_DETECT_TIMEOUT", "value": "300ms"})
+        ]
+    );
+    assert_eq!(env[2]["name"], "WEFT_TRUST_DOMAIN");
+}
+
+#[test]
+fn the_proxy_learns_the_control_plane_and_its_pod() {
+    let options = InjectOptions {
+        discovery_addr: Some("weft-discovery.weft.svc.cluster.local:8086".into()),
+        trust_domain: "prod.example".into(),
+        ..opts()
+    };
+    let out = inject(
+        vec![workload("Deployment", json!({"weft.io/inject": "enabled"}))],
+        &options,
+    )
+    .unwrap();
+    let env = &out[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    let find = |name: &str| {
+        env.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .cloned()
+    };
+    assert_eq!(
+        find("WEFT_DISCOVERY_ADDR").unwrap()["value"],
+        "weft-discovery.weft.svc.cluster.local:8086"
+    );
+    assert_eq!(find("WEFT_TRUST_DOMAIN").unwrap()["value"], "prod.example");
+    assert!(
+        find("WEFT_IDENTITY_ADDR").is_none(),
+        "not given, so not set"
+    );
+    assert_eq!(
+        find("WEFT_SERVICE_ACCOUNT").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+        "spec.serviceAccountName"
+    );
+    assert_eq!(
+        find("WEFT_POD_NAMESPACE").unwrap()["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.namespace"
     );
 }
 

@@ -11,6 +11,7 @@ use crate::control_plane::control_plane_env;
 use crate::namespaces::Namespaces;
 use crate::sidecar::{PROXY_CONTAINER, image, init_container, proxy_container};
 use crate::workload::{describe, namespace, pod_template_mut, pod_template_path};
+use crate::workload_identity::add_identity;
 
 /// The value of `weft.io/injected` on every pod the injector meshes.
 pub const INJECTOR_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -126,6 +127,9 @@ fn add_sidecar(
         .get_mut("spec")
         .and_then(Value::as_object_mut)
         .ok_or_else(|| malformed(object, "the pod template has no spec mapping"))?;
+    if opts.identity_addr.is_some() {
+        add_identity(spec, &mut proxy, object)?;
+    }
     // Init containers run in order; the rules must be in place before any other starts.
     list_mut(spec, "initContainers", object)?.insert(0, init);
     // First in the list, so the kubelet starts the proxy before the app.

@@ -9,6 +9,9 @@
 //!   `weft.io/proxy-memory-*`, plus the control plane's addresses (`WEFT_DISCOVERY_ADDR`,
 //!   `WEFT_IDENTITY_ADDR`, when given), `WEFT_TRUST_DOMAIN`, and the pod's name, namespace, IP
 //!   and service account through the downward API (`WEFT_POD_*`, `WEFT_SERVICE_ACCOUNT`);
+//! - with an identity service (`--identity-addr`): `WEFT_IDENTITY_TOKEN_FILE` and
+//!   `WEFT_TRUST_ANCHORS` on the proxy, naming a projected service-account token (audience
+//!   `weft-identity`) and the `weft-trust-anchors` ConfigMap's `ca.pem`, mounted read-only;
 //! - the annotation `weft.io/injected: <injector version>` on the pod template, which records
 //!   which injector meshed it (a pod already holding a `weft-proxy` container is left as it is,
 //!   so injecting twice changes nothing).
@@ -25,6 +28,7 @@ mod manifest;
 mod namespaces;
 mod sidecar;
 mod workload;
+pub mod workload_identity;
 
 pub use control_plane::parse_trust_domain;
 pub use error::InjectError;

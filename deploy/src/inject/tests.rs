@@ -339,3 +339,46 @@ fn workload_without_pod_template_is_an_error() {
         "DaemonSet ops/agent: has no spec.template (the pod template)"
     );
 }
+
+#[test]
+fn with_an_identity_service_the_proxy_gets_its_token_and_anchors() {
+    let meshed = || vec![workload("Deployment", json!({"weft.io/inject": "enabled"}))];
+    let options = InjectOptions {
+        identity_addr: Some("weft-identity.weft.svc.cluster.local:8080".into()),
+        ..opts()
+    };
+    let out = inject(meshed(), &options).unwrap();
+    let spec = &out[0]["spec"]["template"]["spec"];
+    let proxy = &spec["containers"][0];
+    let env_value = |name: &str| {
+        proxy["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["name"] == name)
+            .map(|e| e["value"].clone())
+    };
+    assert_eq!(
+        env_value("WEFT_IDENTITY_TOKEN_FILE").unwrap(),
+        "/var/run/secrets/weft.io/identity/token"
+    );
+    assert_eq!(
+        env_value("WEFT_TRUST_ANCHORS").unwrap(),
+        "/var/run/secrets/weft.io/trust-anchors/ca.pem"
+    );
+    let volume_names: Vec<_> = spec["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(volume_names, ["weft-identity-token", "weft-trust-anchors"]);
+    assert_eq!(proxy["volumeMounts"].as_array().unwrap().len(), 2);
+    // Injecting again leaves the pod as it is.
+    assert_eq!(inject(out.clone(), &options).unwrap(), out);
+
+    let without = inject(meshed(), &opts()).unwrap();
+    let spec = &without[0]["spec"]["template"]["spec"];
+    assert!(spec.get("volumes").is_none());
+    assert!(spec["containers"][0].get("volumeMounts").is_none());
+}

@@ -22,5 +22,6 @@ pub mod metrics;
 pub mod opaque;
 pub mod original_dst;
 pub mod outbound;
+pub mod resilience;
 pub mod side;
 pub mod sidecar;

@@ -27,7 +27,7 @@ pub use image::parse_image;
 pub use inject_mode::{InjectMode, parse_inject_mode};
 pub use log::{LogFormat, parse_log_filter, parse_log_format};
 pub use markdown::markdown_table;
-pub use number::{parse_count, parse_ratio};
+pub use number::{parse_count, parse_ratio, parse_uint};
 pub use ports::{PortSet, parse_ports};
 pub use quantity::parse_quantity;
 pub use rate::{Rate, parse_rate};

@@ -4,6 +4,7 @@ use crate::SettingError;
 
 const EXPECTED_RATIO: &str = r#"a ratio between 0.0 and 1.0 such as "0.25""#;
 const EXPECTED_COUNT: &str = r#"a positive whole number such as "2""#;
+const EXPECTED_UINT: &str = r#"a whole number such as "0" or "100""#;
 
 /// Parses a decimal number in `0.0..=1.0`; NaN, infinities and anything outside the range are refused.
 pub fn parse_ratio(s: &str) -> Result<f64, SettingError> {
@@ -34,6 +35,18 @@ pub fn parse_count(s: &str) -> Result<u32, SettingError> {
         Ok(n) => Ok(n),
         Err(_) => Err(err().because("too large")),
     }
+}
+
+/// Parses a whole number that may be 0 (e.g. a limit of 0 waiting requests, or no retries).
+pub fn parse_uint(s: &str) -> Result<u32, SettingError> {
+    let err = || SettingError::new(EXPECTED_UINT, s);
+    let trimmed = s.trim();
+    if trimmed.is_empty() || !trimmed.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(err().because("not a whole number"));
+    }
+    trimmed
+        .parse::<u32>()
+        .map_err(|_| err().because("too large"))
 }
 
 #[cfg(test)]
@@ -81,6 +94,15 @@ mod tests {
         );
         for bad in ["-1", "+1", "", "1.0", "two", "1 2", "0x10"] {
             assert!(parse_count(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn uint_allows_zero() {
+        assert_eq!(parse_uint("0").unwrap(), 0);
+        assert_eq!(parse_uint(" 12 ").unwrap(), 12);
+        for bad in ["-1", "", "1.0", "4294967296"] {
+            assert!(parse_uint(bad).is_err(), "{bad:?} should be rejected");
         }
     }
 }

@@ -5,7 +5,7 @@
 use crate::{
     SettingError, parse_bool, parse_cidrs, parse_count, parse_duration, parse_grpc_codes,
     parse_image, parse_inject_mode, parse_log_filter, parse_log_format, parse_ports,
-    parse_quantity, parse_rate, parse_ratio, parse_status_ranges,
+    parse_quantity, parse_rate, parse_ratio, parse_status_ranges, parse_uint,
 };
 
 /// Every annotation starts with this; `Setting::annotation` holds the part after it.
@@ -84,6 +84,8 @@ pub enum Kind {
     CidrList,
     Ratio,
     Count,
+    /// A whole number that may be 0.
+    Uint,
     LogFilter,
     LogFormat,
     Quantity,
@@ -107,6 +109,7 @@ pub fn validate(setting: &Setting, value: &str) -> Result<(), SettingError> {
         Kind::CidrList => parse_cidrs(value).map(drop),
         Kind::Ratio => parse_ratio(value).map(drop),
         Kind::Count => parse_count(value).map(drop),
+        Kind::Uint => parse_uint(value).map(drop),
         Kind::LogFilter => parse_log_filter(value).map(drop),
         Kind::LogFormat => parse_log_format(value).map(drop),
         Kind::Quantity => parse_quantity(value).map(drop),

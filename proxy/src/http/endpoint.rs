@@ -16,6 +16,8 @@ use tower::Service;
 use super::pool::Pool;
 use super::target::Target;
 use crate::connect::ConnectError;
+use crate::resilience::error::{ResilienceError, grpc_code};
+use crate::resilience::retry::ServedBy;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -37,6 +39,9 @@ pub enum EndpointError {
         #[source]
         source: hyper::Error,
     },
+    /// The proxy's own answer: a timeout, overload, no endpoints, a rate limit.
+    #[error(transparent)]
+    Resilience(#[from] ResilienceError),
 }
 
 impl EndpointError {
@@ -48,7 +53,18 @@ impl EndpointError {
             EndpointError::Request { source, .. } if source.is_timeout() => {
                 StatusCode::GATEWAY_TIMEOUT
             }
+            EndpointError::Resilience(err) => err.status(),
             _ => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The `grpc-status` a gRPC client gets instead: the proxy's own timeouts are
+    /// DEADLINE_EXCEEDED; failing to reach the upstream is UNAVAILABLE, as gRPC maps 502-504.
+    pub fn grpc_code(&self) -> u32 {
+        match self {
+            EndpointError::Resilience(err) => err.grpc_code(),
+            EndpointError::NoTarget => 13, // INTERNAL
+            _ => grpc_code::UNAVAILABLE,
         }
     }
 
@@ -59,6 +75,7 @@ impl EndpointError {
             EndpointError::Connect(err) => err.short_cause(),
             EndpointError::Handshake { .. } => "upstream handshake failed",
             EndpointError::Request { .. } => "upstream connection failed",
+            EndpointError::Resilience(err) => err.short_cause(),
         }
     }
 }
@@ -102,7 +119,10 @@ where
                 .get::<Target>()
                 .copied()
                 .ok_or(EndpointError::NoTarget)?;
-            pool.send(target, req).await
+            let mut resp = pool.send(target, req).await?;
+            // Which endpoint answered, for retries to avoid it if the answer was a failure.
+            resp.extensions_mut().insert(ServedBy(target.addr));
+            Ok(resp)
         })
     }
 }

@@ -1,6 +1,8 @@
 //! Turns a failed upstream exchange into the response the client sees: 502 (refused,
-//! unreachable, broken) or 504 (timeout), with a `weft-error` header giving the cause, and a
-//! warning in the log naming the upstream.
+//! unreachable, broken), 504 (timeout), 503 (overloaded, no endpoints) or 429 (rate limited),
+//! with a `weft-error` header giving the cause, and a warning in the log naming the upstream.
+//! A gRPC client gets what it can read instead: HTTP 200 with `grpc-status` and `grpc-message`
+//! (a trailers-only response).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -17,14 +19,27 @@ use tracing::warn;
 
 use super::endpoint::EndpointError;
 use super::target::Target;
+use crate::resilience::retry::is_grpc;
 
 /// The body of every proxied response: the upstream's, or the proxy's own.
 pub type ProxyBody<B> = Either<B, Full<Bytes>>;
 
 pub static WEFT_ERROR: HeaderName = HeaderName::from_static("weft-error");
+static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
-pub fn error_response<B>(err: &EndpointError) -> Response<ProxyBody<B>> {
+pub fn error_response<B>(err: &EndpointError, grpc: bool) -> Response<ProxyBody<B>> {
     let cause = err.short_cause();
+    if grpc {
+        let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
+        let headers = resp.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert(GRPC_STATUS.clone(), HeaderValue::from(err.grpc_code()));
+        // The causes are plain ASCII words: valid as they are in the percent-encoded message.
+        headers.insert(GRPC_MESSAGE.clone(), HeaderValue::from_static(cause));
+        headers.insert(WEFT_ERROR.clone(), HeaderValue::from_static(cause));
+        return resp;
+    }
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
         cause.as_bytes(),
     ))));
@@ -70,9 +85,11 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let target = req.extensions().get::<Target>().copied();
+        let grpc = is_grpc(req.headers());
         ErrorResponseFuture {
             inner: self.inner.call(req),
             target,
+            grpc,
         }
     }
 }
@@ -82,6 +99,7 @@ pin_project! {
         #[pin]
         inner: F,
         target: Option<Target>,
+        grpc: bool,
     }
 }
 
@@ -102,7 +120,7 @@ where
                     }
                     None => warn!(status = err.status().as_u16(), cause = %err, "request failed"),
                 }
-                error_response(&err)
+                error_response(&err, *this.grpc)
             }
         };
         Poll::Ready(Ok(resp))
@@ -159,6 +177,41 @@ mod tests {
             .unwrap();
         assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(resp.headers()[&WEFT_ERROR], "upstream refused connection");
+    }
+
+    #[tokio::test]
+    async fn grpc_requests_get_a_grpc_status() {
+        use crate::resilience::error::ResilienceError;
+        let inner = tower::service_fn(|_req: Request<()>| async {
+            Err::<Response<()>, _>(EndpointError::Resilience(ResilienceError::RequestTimeout {
+                after: Duration::from_secs(1),
+            }))
+        });
+        let mut req = target_request();
+        req.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc+proto"),
+        );
+        let resp = ErrorResponseLayer.layer(inner).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.headers()["grpc-status"], "4");
+        assert_eq!(resp.headers()["grpc-message"], "request timeout");
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/grpc");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_upstream_is_unavailable_to_grpc() {
+        let inner = tower::service_fn(|_req: Request<()>| async {
+            Err::<Response<()>, _>(EndpointError::Connect(ConnectError::Failed {
+                addr: "127.0.0.2:81".parse().unwrap(),
+                source: std::io::ErrorKind::ConnectionRefused.into(),
+            }))
+        });
+        let mut req = target_request();
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        let resp = ErrorResponseLayer.layer(inner).oneshot(req).await.unwrap();
+        assert_eq!(resp.headers()["grpc-status"], "14");
     }
 
     #[tokio::test]

@@ -16,6 +16,9 @@ use prometheus_client::registry::Registry;
 use crate::detect::{DetectOutcome, Protocol};
 
 pub mod prometheus_text;
+pub mod resilience;
+
+use resilience::ResilienceMetrics;
 
 /// Which side of the pod a connection belongs to.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -129,6 +132,7 @@ pub struct Metrics {
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     loop_refused: Family<DirLabels, Counter>,
     detect: Family<DetectLabels, Counter>,
+    pub resilience: ResilienceMetrics,
 }
 
 impl Default for Metrics {
@@ -151,6 +155,7 @@ impl Metrics {
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             loop_refused: Family::default(),
             detect: Family::default(),
+            resilience: ResilienceMetrics::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the encoder.
@@ -204,8 +209,10 @@ impl Metrics {
             "Protocol detection results per accepted connection",
             metrics.detect.clone(),
         );
+        let resilience = ResilienceMetrics::register(&mut registry);
         Metrics {
             registry,
+            resilience,
             ..metrics
         }
     }

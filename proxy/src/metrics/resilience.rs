@@ -1,0 +1,160 @@
+//! Counters for the resilience layers' decisions, labelled by upstream: retries and budget
+//! exhaustion, timeouts, overload rejections, rate limiting. Handles are resolved once per
+//! upstream so the request path only touches atomics.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+use super::Direction;
+use crate::resilience::limits::Limit;
+use crate::resilience::timeout::TimeoutKind;
+
+impl EncodeLabelValue for TimeoutKind {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Limit {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+        std::fmt::Write::write_str(encoder, self.as_str())
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamLabels {
+    direction: Direction,
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TimeoutLabels {
+    direction: Direction,
+    upstream: String,
+    kind: TimeoutKind,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OverloadLabels {
+    direction: Direction,
+    upstream: String,
+    limit: Limit,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RateLimitLabels {
+    direction: Direction,
+    scope: &'static str,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct ResilienceMetrics {
+    retries: Family<UpstreamLabels, Counter>,
+    budget_exhausted: Family<UpstreamLabels, Counter>,
+    timeouts: Family<TimeoutLabels, Counter>,
+    overload: Family<OverloadLabels, Counter>,
+    rate_limited: Family<RateLimitLabels, Counter>,
+}
+
+impl ResilienceMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let metrics = ResilienceMetrics::default();
+        registry.register(
+            "retry",
+            "Requests sent again after a failed attempt",
+            metrics.retries.clone(),
+        );
+        registry.register(
+            "retry_budget_exhausted",
+            "Retries not sent because the upstream's retry budget was used up",
+            metrics.budget_exhausted.clone(),
+        );
+        registry.register(
+            "timeout",
+            "Requests (kind=request) or attempts (kind=per_try) that ran out of time",
+            metrics.timeouts.clone(),
+        );
+        registry.register(
+            "overload_rejected",
+            "Requests refused at once because an upstream limit was reached",
+            metrics.overload.clone(),
+        );
+        registry.register(
+            "rate_limited",
+            "Inbound requests refused by the rate limit (scope: overall or per_client)",
+            metrics.rate_limited.clone(),
+        );
+        metrics
+    }
+
+    /// The handles of one upstream.
+    pub fn upstream(&self, direction: Direction, upstream: &str) -> UpstreamMetrics {
+        let labels = UpstreamLabels {
+            direction,
+            upstream: upstream.to_owned(),
+        };
+        let timeout = |kind| {
+            self.timeouts.get_or_create_owned(&TimeoutLabels {
+                direction,
+                upstream: upstream.to_owned(),
+                kind,
+            })
+        };
+        let overload = |limit| {
+            self.overload.get_or_create_owned(&OverloadLabels {
+                direction,
+                upstream: upstream.to_owned(),
+                limit,
+            })
+        };
+        UpstreamMetrics {
+            retries: self.retries.get_or_create_owned(&labels),
+            budget_exhausted: self.budget_exhausted.get_or_create_owned(&labels),
+            request_timeouts: timeout(TimeoutKind::Request),
+            per_try_timeouts: timeout(TimeoutKind::PerTry),
+            overload_pending: overload(Limit::Pending),
+            overload_in_flight: overload(Limit::InFlight),
+        }
+    }
+
+    pub fn rate_limited(&self, direction: Direction, scope: &'static str) -> Counter {
+        self.rate_limited
+            .get_or_create_owned(&RateLimitLabels { direction, scope })
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct UpstreamMetrics {
+    retries: Counter,
+    budget_exhausted: Counter,
+    request_timeouts: Counter,
+    per_try_timeouts: Counter,
+    overload_pending: Counter,
+    overload_in_flight: Counter,
+}
+
+impl UpstreamMetrics {
+    pub fn retry(&self) {
+        self.retries.inc();
+    }
+
+    pub fn budget_exhausted(&self) {
+        self.budget_exhausted.inc();
+    }
+
+    pub fn timeout(&self, kind: TimeoutKind) {
+        match kind {
+            TimeoutKind::Request => self.request_timeouts.inc(),
+            TimeoutKind::PerTry => self.per_try_timeouts.inc(),
+        };
+    }
+
+    pub fn overloaded(&self, limit: Limit) {
+        match limit {
+            Limit::Pending => self.overload_pending.inc(),
+            Limit::InFlight => self.overload_in_flight.inc(),
+        };
+    }
+}

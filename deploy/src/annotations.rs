@@ -148,10 +148,10 @@ mod tests {
 
     #[test]
     fn unknown_annotation_names_object_and_annotation() {
-        let e = read(json!({"weft.io/timeout": "1s"})).unwrap_err();
+        let e = read(json!({"weft.io/tiemout": "1s"})).unwrap_err();
         let text = e.to_string();
         assert!(
-            text.starts_with(r#"Pod default/p: unknown annotation "weft.io/timeout""#),
+            text.starts_with(r#"Pod default/p: unknown annotation "weft.io/tiemout""#),
             "{text}"
         );
         assert!(text.contains("opaque-ports"), "{text}");

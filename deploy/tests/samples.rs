@@ -217,6 +217,19 @@ fn all_kinds_get_every_setting_applied() {
                 ("WEFT_LOG", "warn,weft=debug"),
                 ("WEFT_LOG_FORMAT", "json"),
                 ("WEFT_WORKER_THREADS", "2"),
+                ("WEFT_TIMEOUT", "10s"),
+                ("WEFT_PER_TRY_TIMEOUT", "2s"),
+                ("WEFT_RETRY_ATTEMPTS", "3"),
+                ("WEFT_RETRY_STATUSES", "502-504,429"),
+                ("WEFT_RETRY_GRPC_CODES", "unavailable,resource-exhausted"),
+                ("WEFT_RETRY_BUDGET", "0.1"),
+                ("WEFT_RETRY_BUDGET_MIN_RPS", "5"),
+                ("WEFT_RETRY_NON_IDEMPOTENT", "true"),
+                ("WEFT_RETRY_BACKOFF", "50ms"),
+                ("WEFT_MAX_PENDING", "100"),
+                ("WEFT_MAX_IN_FLIGHT", "256"),
+                ("WEFT_INBOUND_RATE_LIMIT", "100/s"),
+                ("WEFT_INBOUND_RATE_LIMIT_PER_CLIENT", "600/m"),
             ]
         );
         assert_eq!(

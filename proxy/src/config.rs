@@ -5,7 +5,9 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use weft_settings::{LogFormat, PortSet};
+use weft_settings::{GrpcCodeSet, LogFormat, PortSet, Rate, StatusSet};
+
+use crate::resilience::policy::{LimitsPolicy, ResiliencePolicy, RetryPolicy, defaults};
 
 /// `weft-proxy` (no subcommand): run the sidecar.
 #[derive(Clone, Debug, clap::Args)]
@@ -54,6 +56,82 @@ pub struct ProxyConfig {
     /// Runtime worker threads; 1 runs everything on one thread.
     #[arg(long, env = "WEFT_WORKER_THREADS", default_value = "1", value_parser = weft_settings::parse_count)]
     pub worker_threads: u32,
+
+    /// Outbound: how long a whole request (retries included) may take to get response headers; 0s: no limit.
+    #[arg(long, env = "WEFT_TIMEOUT", default_value = defaults::TIMEOUT, value_parser = weft_settings::parse_duration)]
+    pub timeout: Duration,
+
+    /// Outbound: how long each attempt may take to get response headers; 0s: no limit.
+    #[arg(long, env = "WEFT_PER_TRY_TIMEOUT", default_value = defaults::PER_TRY_TIMEOUT, value_parser = weft_settings::parse_duration)]
+    pub per_try_timeout: Duration,
+
+    /// Outbound: retries after the first attempt; 0 disables retries.
+    #[arg(long, env = "WEFT_RETRY_ATTEMPTS", default_value = defaults::RETRY_ATTEMPTS, value_parser = weft_settings::parse_uint)]
+    pub retry_attempts: u32,
+
+    /// Outbound: response statuses that are retried (idempotent methods only, unless allowed).
+    #[arg(long, env = "WEFT_RETRY_STATUSES", default_value = defaults::RETRY_STATUSES, value_parser = weft_settings::parse_status_ranges)]
+    pub retry_statuses: StatusSet,
+
+    /// Outbound: gRPC statuses of trailers-only responses that are retried.
+    #[arg(long, env = "WEFT_RETRY_GRPC_CODES", default_value = defaults::RETRY_GRPC_CODES, value_parser = weft_settings::parse_grpc_codes)]
+    pub retry_grpc_codes: GrpcCodeSet,
+
+    /// Outbound: retries allowed per request over a 10 s window, per upstream.
+    #[arg(long, env = "WEFT_RETRY_BUDGET", default_value = defaults::RETRY_BUDGET, value_parser = weft_settings::parse_ratio)]
+    pub retry_budget: f64,
+
+    /// Outbound: retries per second allowed whatever the budget ratio, per upstream.
+    #[arg(long, env = "WEFT_RETRY_BUDGET_MIN_RPS", default_value = defaults::RETRY_BUDGET_MIN_RPS, value_parser = weft_settings::parse_uint)]
+    pub retry_budget_min_rps: u32,
+
+    /// Outbound: also retry non-idempotent methods (POST, PATCH) on a retryable status or a broken connection.
+    #[arg(long, env = "WEFT_RETRY_NON_IDEMPOTENT", action = clap::ArgAction::Set, default_value = defaults::RETRY_NON_IDEMPOTENT, value_parser = weft_settings::parse_bool)]
+    pub retry_non_idempotent: bool,
+
+    /// Outbound: base of the exponential backoff between attempts (capped at 10x, full jitter).
+    #[arg(long, env = "WEFT_RETRY_BACKOFF", default_value = defaults::RETRY_BACKOFF, value_parser = weft_settings::parse_duration)]
+    pub retry_backoff: Duration,
+
+    /// Outbound: requests per upstream that may wait for an in-flight slot; more get 503.
+    #[arg(long, env = "WEFT_MAX_PENDING", default_value = defaults::MAX_PENDING, value_parser = weft_settings::parse_uint)]
+    pub max_pending: u32,
+
+    /// Outbound: requests per upstream in flight at once.
+    #[arg(long, env = "WEFT_MAX_IN_FLIGHT", default_value = defaults::MAX_IN_FLIGHT, value_parser = weft_settings::parse_count)]
+    pub max_in_flight: u32,
+
+    /// Inbound: requests per period the pod accepts in all (e.g. 100/s); unset: no limit.
+    #[arg(long, env = "WEFT_INBOUND_RATE_LIMIT", value_parser = weft_settings::parse_rate)]
+    pub inbound_rate_limit: Option<Rate>,
+
+    /// Inbound: requests per period the pod accepts from each client (its mTLS identity, else its IP); unset: no limit.
+    #[arg(long, env = "WEFT_INBOUND_RATE_LIMIT_PER_CLIENT", value_parser = weft_settings::parse_rate)]
+    pub inbound_rate_limit_per_client: Option<Rate>,
+}
+
+impl ProxyConfig {
+    /// The client's defaults for every upstream: the `WEFT_*` settings over the built-in ones.
+    pub fn resilience_policy(&self) -> ResiliencePolicy {
+        ResiliencePolicy {
+            timeout: self.timeout,
+            per_try_timeout: self.per_try_timeout,
+            retry: RetryPolicy {
+                attempts: self.retry_attempts,
+                statuses: self.retry_statuses.clone(),
+                grpc_codes: self.retry_grpc_codes,
+                budget_ratio: self.retry_budget,
+                budget_min_per_second: self.retry_budget_min_rps,
+                non_idempotent: self.retry_non_idempotent,
+                backoff_base: self.retry_backoff,
+                backoff_max: self.retry_backoff * 10,
+            },
+            limits: LimitsPolicy {
+                max_pending: self.max_pending,
+                max_in_flight: self.max_in_flight,
+            },
+        }
+    }
 }
 
 /// Turns clap's report of a refused value into one line naming the environment variable, e.g.
@@ -123,6 +201,49 @@ mod tests {
         assert_eq!(config.worker_threads, 1);
         assert!(config.opaque_ports.contains(3306));
         assert!(!config.opaque_ports.contains(80));
+    }
+
+    #[test]
+    fn default_resilience_settings_are_the_built_in_policy() {
+        assert_eq!(
+            parse(&[]).unwrap().resilience_policy(),
+            ResiliencePolicy::default()
+        );
+    }
+
+    #[test]
+    fn resilience_settings_reach_the_policy() {
+        let config = parse(&[
+            "--timeout=3s",
+            "--retry-attempts=0",
+            "--retry-statuses=429,500-503",
+            "--retry-grpc-codes=unavailable,internal",
+            "--retry-non-idempotent=true",
+            "--retry-backoff=100ms",
+            "--max-pending=0",
+            "--inbound-rate-limit=100/s",
+        ])
+        .unwrap();
+        let policy = config.resilience_policy();
+        assert_eq!(policy.timeout, Duration::from_secs(3));
+        assert_eq!(policy.retry.attempts, 0);
+        assert!(policy.retry.statuses.contains(429) && !policy.retry.statuses.contains(504));
+        assert!(policy.retry.grpc_codes.contains(13));
+        assert!(policy.retry.non_idempotent);
+        assert_eq!(policy.retry.backoff_max, Duration::from_secs(1));
+        assert_eq!(policy.limits.max_pending, 0);
+        assert_eq!(config.inbound_rate_limit.unwrap().per_second(), 100.0);
+        assert_eq!(config.inbound_rate_limit_per_client, None);
+        let err = parse(&["--retry-statuses=5xx"]).unwrap_err();
+        assert!(
+            err.starts_with(r#"invalid WEFT_RETRY_STATUSES="5xx": "#),
+            "{err}"
+        );
+        let err = parse(&["--max-in-flight=0"]).unwrap_err();
+        assert!(
+            err.starts_with(r#"invalid WEFT_MAX_IN_FLIGHT="0": "#),
+            "{err}"
+        );
     }
 
     #[test]

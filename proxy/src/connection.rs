@@ -12,6 +12,7 @@ use crate::drain::Watch;
 use crate::http::{HttpVersion, Target, stack};
 use crate::opaque;
 use crate::original_dst::{OriginalDstError, original_dst};
+use crate::resilience::rate_limit::RateLimitLayer;
 use crate::side::Side;
 
 pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch: Watch) {
@@ -68,7 +69,14 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
                 version,
             };
             let metrics = side.metrics.http(direction, original, detection.protocol);
-            let service = stack::build(target, metrics, side.pool.clone(), side.drain.clone());
+            let service = stack::build(
+                target,
+                metrics,
+                side.pool.clone(),
+                side.drain.clone(),
+                side.upstreams.get(original),
+                RateLimitLayer::new(side.rate_limiter.clone(), peer.ip()),
+            );
             let service = hyper_util::service::TowerToHyperService::new(service);
             if let Err(err) = side.http.serve(io, version, service, &mut watch).await {
                 log_http_error(direction, peer, original, &err);
@@ -124,6 +132,12 @@ mod tests {
             pool: Arc::new(Pool::new(Duration::from_secs(1))),
             http: HttpServer::new(),
             drain: Drain::new(),
+            upstreams: Arc::new(crate::resilience::upstream::Upstreams::new(
+                Direction::Outbound,
+                Default::default(),
+                Default::default(),
+            )),
+            rate_limiter: None,
         }
     }
 

@@ -6,7 +6,11 @@ use crate::config::ProxyConfig;
 use crate::http::HttpServer;
 use crate::http::pool::Pool;
 use crate::metrics::Direction;
+use crate::resilience::policy::ResiliencePolicy;
+use crate::resilience::rate_limit::RateLimiter;
+use crate::resilience::upstream::Upstreams;
 use crate::side::{Shared, Side};
+use std::sync::Arc;
 
 pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
     Side {
@@ -19,5 +23,18 @@ pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
         pool: Pool::shared(config.connect_timeout),
         http: HttpServer::new(),
         drain: shared.drain.clone(),
+        // The local app is not retried, timed or limited: the client's proxy does that.
+        upstreams: Arc::new(Upstreams::new(
+            Direction::Inbound,
+            ResiliencePolicy::passthrough(),
+            shared.metrics.resilience.clone(),
+        )),
+        rate_limiter: RateLimiter::new(
+            config.inbound_rate_limit,
+            config.inbound_rate_limit_per_client,
+            Direction::Inbound,
+            &shared.metrics.resilience,
+        )
+        .map(Arc::new),
     }
 }

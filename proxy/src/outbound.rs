@@ -6,7 +6,9 @@ use crate::config::ProxyConfig;
 use crate::http::HttpServer;
 use crate::http::pool::Pool;
 use crate::metrics::Direction;
+use crate::resilience::upstream::Upstreams;
 use crate::side::{Shared, Side};
+use std::sync::Arc;
 
 pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
     Side {
@@ -19,5 +21,11 @@ pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
         pool: Pool::shared(config.connect_timeout),
         http: HttpServer::new(),
         drain: shared.drain.clone(),
+        upstreams: Arc::new(Upstreams::new(
+            Direction::Outbound,
+            config.resilience_policy(),
+            shared.metrics.resilience.clone(),
+        )),
+        rate_limiter: None,
     }
 }

@@ -11,6 +11,9 @@ use crate::http::HttpServer;
 use crate::http::pool::Pool;
 use crate::loop_guard::LoopGuard;
 use crate::metrics::{Direction, Metrics};
+use crate::resilience::rate_limit::RateLimiter;
+use crate::resilience::replay::ReplayBody;
+use crate::resilience::upstream::Upstreams;
 
 pub struct Side {
     pub direction: Direction,
@@ -19,9 +22,13 @@ pub struct Side {
     pub opaque_ports: PortSet,
     pub loop_guard: LoopGuard,
     pub metrics: Arc<Metrics>,
-    pub pool: Arc<Pool<Incoming>>,
+    pub pool: Arc<Pool<ReplayBody<Incoming>>>,
     pub http: HttpServer,
     pub drain: Drain,
+    /// Each upstream's policy, retry budget and limits.
+    pub upstreams: Arc<Upstreams>,
+    /// The inbound rate limit, when one is set.
+    pub rate_limiter: Option<Arc<RateLimiter>>,
 }
 
 /// What both sides share.

@@ -235,6 +235,110 @@ pub const SETTINGS: &[Setting] = &[
         summary: "Worker threads of the proxy's runtime.",
         example: "2",
     },
+    Setting {
+        annotation: "timeout",
+        target: Target::ProxyEnv("WEFT_TIMEOUT"),
+        kind: Kind::Duration,
+        default: Some("0s"),
+        summary: "Outbound: how long a whole request, retries included, may wait for response headers before the proxy answers 504 (`weft-error: request timeout`; gRPC: DEADLINE_EXCEEDED). `0s`: no limit. A Service's own annotation wins.",
+        example: "10s",
+    },
+    Setting {
+        annotation: "per-try-timeout",
+        target: Target::ProxyEnv("WEFT_PER_TRY_TIMEOUT"),
+        kind: Kind::Duration,
+        default: Some("0s"),
+        summary: "Outbound: how long each attempt may wait for response headers; an expired attempt of an idempotent request is retried. `0s`: no limit.",
+        example: "2s",
+    },
+    Setting {
+        annotation: "retry-attempts",
+        target: Target::ProxyEnv("WEFT_RETRY_ATTEMPTS"),
+        kind: Kind::Uint,
+        default: Some("2"),
+        summary: "Outbound: retries after the first attempt (connect failures, refused streams, retryable statuses). `0` disables retries.",
+        example: "3",
+    },
+    Setting {
+        annotation: "retry-statuses",
+        target: Target::ProxyEnv("WEFT_RETRY_STATUSES"),
+        kind: Kind::StatusRanges,
+        default: Some("502-504"),
+        summary: "Outbound: response statuses that are retried (idempotent methods only unless `retry-non-idempotent`).",
+        example: "502-504,429",
+    },
+    Setting {
+        annotation: "retry-grpc-codes",
+        target: Target::ProxyEnv("WEFT_RETRY_GRPC_CODES"),
+        kind: Kind::GrpcCodes,
+        default: Some("unavailable"),
+        summary: "Outbound: gRPC statuses that are retried when they arrive in a trailers-only response (names or numbers).",
+        example: "unavailable,resource-exhausted",
+    },
+    Setting {
+        annotation: "retry-budget",
+        target: Target::ProxyEnv("WEFT_RETRY_BUDGET"),
+        kind: Kind::Ratio,
+        default: Some("0.2"),
+        summary: "Outbound: retries allowed per request over a 10 s window, per upstream; past it retries stop (`weft_retry_budget_exhausted_total`).",
+        example: "0.1",
+    },
+    Setting {
+        annotation: "retry-budget-min-rps",
+        target: Target::ProxyEnv("WEFT_RETRY_BUDGET_MIN_RPS"),
+        kind: Kind::Uint,
+        default: Some("10"),
+        summary: "Outbound: retries per second allowed whatever the budget ratio, so low traffic can still be retried.",
+        example: "5",
+    },
+    Setting {
+        annotation: "retry-non-idempotent",
+        target: Target::ProxyEnv("WEFT_RETRY_NON_IDEMPOTENT"),
+        kind: Kind::Bool,
+        default: Some("false"),
+        summary: "Outbound: also retry POST, PATCH and other non-idempotent requests on a retryable status or a broken connection.",
+        example: "true",
+    },
+    Setting {
+        annotation: "retry-backoff",
+        target: Target::ProxyEnv("WEFT_RETRY_BACKOFF"),
+        kind: Kind::Duration,
+        default: Some("25ms"),
+        summary: "Outbound: base of the exponential backoff between attempts (doubling, capped at 10x the base, full jitter).",
+        example: "50ms",
+    },
+    Setting {
+        annotation: "max-pending",
+        target: Target::ProxyEnv("WEFT_MAX_PENDING"),
+        kind: Kind::Uint,
+        default: Some("1024"),
+        summary: "Outbound: requests per upstream that may wait for an in-flight slot; more are refused with 503 `weft-error: overloaded`.",
+        example: "100",
+    },
+    Setting {
+        annotation: "max-in-flight",
+        target: Target::ProxyEnv("WEFT_MAX_IN_FLIGHT"),
+        kind: Kind::Count,
+        default: Some("1024"),
+        summary: "Outbound: requests per upstream in flight at once (each until its response body ends).",
+        example: "256",
+    },
+    Setting {
+        annotation: "inbound-rate-limit",
+        target: Target::ProxyEnv("WEFT_INBOUND_RATE_LIMIT"),
+        kind: Kind::Rate,
+        default: None,
+        summary: "Inbound: requests per second, minute or hour the pod accepts in all; more get 429 `weft-error: rate limited`. Unset: no limit.",
+        example: "100/s",
+    },
+    Setting {
+        annotation: "inbound-rate-limit-per-client",
+        target: Target::ProxyEnv("WEFT_INBOUND_RATE_LIMIT_PER_CLIENT"),
+        kind: Kind::Rate,
+        default: None,
+        summary: "Inbound: requests per period the pod accepts from each client (its mTLS identity, else its IP address). Unset: no limit.",
+        example: "600/m",
+    },
     resource(
         "proxy-cpu-limit",
         ResourceBound::Limits,
@@ -342,7 +446,10 @@ mod tests {
         assert_eq!(opaque.target, Target::ProxyEnv("WEFT_OPAQUE_PORTS"));
         assert_eq!(opaque.annotation_key(), "weft.io/opaque-ports");
         assert!(find("weft.io/opaque-ports").is_none());
-        assert!(find("timeout").is_none(), "not implemented in this issue");
+        assert_eq!(
+            find("timeout").unwrap().target,
+            Target::ProxyEnv("WEFT_TIMEOUT")
+        );
     }
 
     #[test]
@@ -361,6 +468,11 @@ mod tests {
         check("proxy-worker-threads", "4", "0");
         check("proxy-memory-limit", "64Mi", "64MB");
         check("proxy-image", "weft-proxy:dev", "Weft Proxy");
+        check("retry-statuses", "429,502-504", "5xx");
+        check("retry-grpc-codes", "14", "unavailble");
+        check("retry-attempts", "0", "-1");
+        check("retry-non-idempotent", "false", "yes");
+        check("inbound-rate-limit", "10/s", "10/d");
     }
 
     #[test]

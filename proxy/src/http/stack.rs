@@ -1,7 +1,8 @@
 //! The per-connection request stack, outermost first: metrics -> route -> error responses ->
-//! hop-by-hop headers -> upgrades -> endpoint client. Route runs before the error layer so that
-//! failures are logged with their target. Discovery, balancing, retries and timeouts slot in
-//! between the error layer and the endpoint client.
+//! hop-by-hop headers -> upgrades -> inbound rate limit -> upstream limits -> request timeout ->
+//! retry -> per-try timeout -> endpoint client. Route runs before the error layer so that
+//! failures are logged with their target. Discovery and balancing slot in between the per-try
+//! timeout and the endpoint client.
 
 use std::sync::Arc;
 
@@ -18,14 +19,26 @@ use super::target::Target;
 use super::upgrade::{Upgrade, UpgradeLayer};
 use crate::drain::Drain;
 use crate::metrics::HttpMetrics;
+use crate::resilience::limits::{ConcurrencyLimit, ConcurrencyLimitLayer};
+use crate::resilience::rate_limit::{RateLimit, RateLimitLayer};
+use crate::resilience::replay::ReplayBody;
+use crate::resilience::retry::{Retry, RetryLayer};
+use crate::resilience::timeout::{Timeout, TimeoutKind, TimeoutLayer};
+use crate::resilience::upstream::UpstreamState;
 
-pub type Stack = RequestMetrics<Route<ErrorResponse<HopByHop<Upgrade<EndpointClient<Incoming>>>>>>;
+type Resilient<S> = RateLimit<ConcurrencyLimit<Timeout<Retry<Timeout<S>>>>>;
+
+pub type Stack = RequestMetrics<
+    Route<ErrorResponse<HopByHop<Upgrade<Resilient<EndpointClient<ReplayBody<Incoming>>>>>>>,
+>;
 
 pub fn build(
     target: Target,
     metrics: HttpMetrics,
-    pool: Arc<Pool<Incoming>>,
+    pool: Arc<Pool<ReplayBody<Incoming>>>,
     drain: Drain,
+    upstream: Arc<UpstreamState>,
+    rate_limit: RateLimitLayer,
 ) -> Stack {
     ServiceBuilder::new()
         .layer(RequestMetricsLayer::new(metrics))
@@ -33,5 +46,10 @@ pub fn build(
         .layer(ErrorResponseLayer)
         .layer(HopByHopLayer)
         .layer(UpgradeLayer::new(drain))
+        .layer(rate_limit)
+        .layer(ConcurrencyLimitLayer::new(upstream.clone()))
+        .layer(TimeoutLayer::new(TimeoutKind::Request, upstream.clone()))
+        .layer(RetryLayer::new(upstream.clone()))
+        .layer(TimeoutLayer::new(TimeoutKind::PerTry, upstream))
         .service(EndpointClient::new(pool))
 }

@@ -1,5 +1,5 @@
 //! The per-connection request stack, outermost first: metrics -> route -> error responses ->
-//! hop-by-hop headers -> upgrades -> inbound rate limit -> upstream limits -> request timeout ->
+//! hop-by-hop headers -> upgrades -> inbound rate limit -> request timeout -> upstream limits ->
 //! retry -> per-try timeout -> endpoint client. Route runs before the error layer so that
 //! failures are logged with their target. Discovery and balancing slot in between the per-try
 //! timeout and the endpoint client.
@@ -26,7 +26,7 @@ use crate::resilience::retry::{Retry, RetryLayer};
 use crate::resilience::timeout::{Timeout, TimeoutKind, TimeoutLayer};
 use crate::resilience::upstream::UpstreamState;
 
-type Resilient<S> = RateLimit<ConcurrencyLimit<Timeout<Retry<Timeout<S>>>>>;
+type Resilient<S> = RateLimit<Timeout<ConcurrencyLimit<Retry<Timeout<S>>>>>;
 
 pub type Stack = RequestMetrics<
     Route<ErrorResponse<HopByHop<Upgrade<Resilient<EndpointClient<ReplayBody<Incoming>>>>>>>,
@@ -47,8 +47,9 @@ pub fn build(
         .layer(HopByHopLayer)
         .layer(UpgradeLayer::new(drain))
         .layer(rate_limit)
-        .layer(ConcurrencyLimitLayer::new(upstream.clone()))
+        // The request timeout also bounds the wait for an in-flight slot.
         .layer(TimeoutLayer::new(TimeoutKind::Request, upstream.clone()))
+        .layer(ConcurrencyLimitLayer::new(upstream.clone()))
         .layer(RetryLayer::new(upstream.clone()))
         .layer(TimeoutLayer::new(TimeoutKind::PerTry, upstream))
         .service(EndpointClient::new(pool))

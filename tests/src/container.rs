@@ -6,6 +6,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::volumes::{Volume, VolumeMount};
+
 /// `int-or-string` as Kubernetes uses it for ports.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(untagged)]
@@ -23,6 +25,7 @@ pub struct PodSpec {
     pub service_account_name: Option<String>,
     pub hostname: Option<String>,
     pub subdomain: Option<String>,
+    pub volumes: Vec<Volume>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -37,6 +40,7 @@ pub struct ContainerSpec {
     pub ports: Vec<ContainerPort>,
     pub readiness_probe: Option<Probe>,
     pub security_context: Option<SecurityContext>,
+    pub volume_mounts: Vec<VolumeMount>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]

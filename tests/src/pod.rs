@@ -19,6 +19,7 @@ use crate::hosts;
 use crate::lookup::PodKey;
 use crate::probe;
 use crate::process::{child_pid, describe, describe_status, run_bounded, stop_group, wait_until};
+use crate::volumes::{PodVolumes, VolumeSource};
 
 /// What the library tells callers about a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +73,10 @@ pub struct PodContext<'a> {
     pub node_name: &'a str,
     pub log_dir: &'a Path,
     pub proxy_bin: Option<&'a Path>,
+    /// Where pod volumes are written (one directory per pod).
+    pub volumes_dir: &'a Path,
+    /// Tokens and ConfigMaps for those volumes.
+    pub volume_source: &'a dyn VolumeSource,
 }
 
 #[derive(Debug)]
@@ -119,6 +124,14 @@ impl Pod {
             .map_err(|e| TestbedError::io("writing", &resolv_path, e))
     }
 
+    /// The pod's service account, `default` when the spec names none (as Kubernetes does).
+    pub fn service_account(&self) -> &str {
+        self.spec
+            .service_account_name
+            .as_deref()
+            .unwrap_or("default")
+    }
+
     /// Runs the init containers in order, each to completion, then starts the others in order.
     pub fn start(
         &mut self,
@@ -132,11 +145,21 @@ impl Pod {
             .map(|c| (c.clone(), true))
             .chain(self.spec.containers.iter().map(|c| (c.clone(), false)))
             .collect();
+        let volumes = PodVolumes::materialise(
+            &ctx.volumes_dir.join(&self.info.name),
+            &self.spec.volumes,
+            &self.info.namespace,
+            self.service_account(),
+            ctx.volume_source,
+        )
+        .map_err(|reason| {
+            TestbedError::object("Pod", &self.info.namespace, &self.info.name, reason)
+        })?;
         for (spec, init) in specs {
             let log = ctx
                 .log_dir
                 .join(format!("{}.{}.log", self.info.name, spec.name));
-            let mut child = self.launch(&spec, &log, ctx)?;
+            let mut child = self.launch(&spec, &log, ctx, &volumes)?;
             let pid = child_pid(&child);
             let mut exit = None;
             if init {
@@ -181,17 +204,14 @@ impl Pod {
         spec: &ContainerSpec,
         log: &Path,
         ctx: &PodContext<'_>,
+        volumes: &PodVolumes,
     ) -> Result<Child, TestbedError> {
         let ip = self.info.ip.to_string();
         let facts = PodFacts {
             name: &self.info.name,
             namespace: &self.info.namespace,
             ip: &ip,
-            service_account: self
-                .spec
-                .service_account_name
-                .as_deref()
-                .unwrap_or("default"),
+            service_account: self.service_account(),
             node_name: ctx.node_name,
         };
         let bad = |reason: String| {
@@ -203,6 +223,7 @@ impl Pod {
             )
         };
         let env = spec.environment(&facts).map_err(bad)?;
+        let env = volumes.rewrite_env(&spec.volume_mounts, env).map_err(bad)?;
         let argv = spec.argv(&env, ctx.proxy_bin).map_err(bad)?;
         let (uid, gid) = spec.identity(self.spec.security_context.as_ref());
         let file = OpenOptions::new()

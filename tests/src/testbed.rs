@@ -15,6 +15,7 @@ use crate::cleanup::{self, DownTarget};
 use crate::dnat::{self, ServiceRule};
 use crate::error::TestbedError;
 use crate::hosts::ServiceRecord;
+use crate::identity_ca::IdentityCa;
 use crate::lookup::find_pod;
 use crate::manifest;
 use crate::naming;
@@ -25,6 +26,7 @@ use crate::process::{describe, describe_status, run_bounded, run_with_stdin};
 use crate::service::{Endpoint, Service, endpoints_for};
 use crate::spawned::SpawnedProcess;
 use crate::state::{ContainerState, InstanceState, Owner, PodState, ServiceState};
+use crate::volumes::NoVolumeSource;
 use crate::workload::Workload;
 
 /// How a testbed is brought up. `Default` suits tests.
@@ -88,6 +90,9 @@ pub struct Testbed {
     pod_addrs: AddressPool,
     next_seq: u32,
     proxy_bin: Option<PathBuf>,
+    /// The CA the control plane's weft-identity serves, when it runs: the source of pods' tokens
+    /// and trust anchors.
+    identity_ca: Option<IdentityCa>,
     return_path: ReturnPath,
     detached: bool,
     spawn_seq: AtomicU32,
@@ -140,6 +145,7 @@ impl Testbed {
             pod_addrs: AddressPool::pods(),
             next_seq: 0,
             proxy_bin,
+            identity_ca: None,
             return_path: ReturnPath::BridgeNetfilter,
             detached: false,
             spawn_seq: AtomicU32::new(0),
@@ -234,11 +240,17 @@ impl Testbed {
     fn start_pods(&mut self, new_pods: &[usize]) -> Result<(), TestbedError> {
         self.write_dns()?;
         let deadline = Instant::now() + self.opts.ready_timeout;
+        let volumes_dir = self.state_dir.join("volumes");
         for &i in new_pods {
             let ctx = PodContext {
                 node_name: &self.node_netns,
                 log_dir: &self.log_dir,
                 proxy_bin: self.proxy_bin.as_deref(),
+                volumes_dir: &volumes_dir,
+                volume_source: match &self.identity_ca {
+                    Some(ca) => ca,
+                    None => &NoVolumeSource,
+                },
             };
             let remaining = deadline.saturating_duration_since(Instant::now());
             let result = self.pods[i].start(&ctx, remaining);

@@ -66,6 +66,24 @@ enum Command {
         #[arg(long, default_value = "8760h", value_parser = parse_duration)]
         lifetime: Duration,
     },
+    /// Check a CA end to end as a proxy would: make a key, send a CSR with the token, verify the
+    /// CA's SPIFFE id, and print the issued chain (PEM). The key is discarded.
+    Certify {
+        /// The CA, host:port (as WEFT_IDENTITY_ADDR).
+        #[arg(long, env = "WEFT_IDENTITY_ADDR")]
+        addr: String,
+        /// File holding the token (as WEFT_IDENTITY_TOKEN_FILE).
+        #[arg(long, env = "WEFT_IDENTITY_TOKEN_FILE")]
+        token_file: PathBuf,
+        /// PEM trust anchors (as WEFT_TRUST_ANCHORS).
+        #[arg(long, env = "WEFT_TRUST_ANCHORS")]
+        trust_anchors: PathBuf,
+        #[arg(long, env = "WEFT_TRUST_DOMAIN", default_value = "cluster.local")]
+        trust_domain: String,
+        /// spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>
+        #[arg(long)]
+        identity: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -162,6 +180,30 @@ fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Certify {
+            addr,
+            token_file,
+            trust_anchors,
+            trust_domain,
+            identity,
+        } => {
+            let identity = weft_tls::SpiffeId::parse(&identity).context("--identity")?;
+            let token = std::fs::read_to_string(&token_file)
+                .with_context(|| format!("--token-file {}", token_file.display()))?;
+            let anchors =
+                weft_tls::TrustAnchors::from_pem_file(&trust_anchors).context("--trust-anchors")?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(certify_once(
+                &addr,
+                &anchors,
+                &trust_domain,
+                token.trim(),
+                &identity,
+            ))
+        }
         Command::Serve {
             dir,
             listen,
@@ -200,6 +242,50 @@ fn main() -> anyhow::Result<()> {
             })
         }
     }
+}
+
+async fn certify_once(
+    addr: &str,
+    anchors: &weft_tls::TrustAnchors,
+    trust_domain: &str,
+    token: &str,
+    identity: &weft_tls::SpiffeId,
+) -> anyhow::Result<()> {
+    let channel =
+        weft_identity_api::ca_channel(addr, anchors, trust_domain, Duration::from_secs(5))?;
+    let key = weft_tls::WorkloadKey::generate()?;
+    let request = weft_identity_api::CertifyRequest {
+        token: token.to_owned(),
+        certificate_signing_request: key.csr_der(identity)?,
+        identity: identity.uri(),
+    };
+    let response = weft_identity_api::v1::identity_client::IdentityClient::new(channel)
+        .certify(request)
+        .await
+        .map_err(|status| {
+            anyhow::anyhow!(
+                "Certify at {addr} refused: {:?}: {}",
+                status.code(),
+                status.message()
+            )
+        })?
+        .into_inner();
+    let mut chain = vec![response.leaf_certificate.into()];
+    chain.extend(
+        response
+            .intermediate_certificates
+            .into_iter()
+            .map(Into::into),
+    );
+    key.certified_key(chain.clone())
+        .context("the CA returned a certificate for another key")?;
+    let info = weft_tls::certificate::inspect(&chain[0])?;
+    eprintln!(
+        "issued {} serial {} valid until {:?}",
+        info.identity, info.serial, info.not_after
+    );
+    print!("{}", weft_tls::pem::certificates_to_pem(&chain));
+    Ok(())
 }
 
 #[cfg(feature = "kubernetes")]

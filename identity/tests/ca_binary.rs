@@ -310,3 +310,83 @@ fn token_and_serve_name_bad_input() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn the_certify_command_checks_a_ca_end_to_end() {
+    let tmp = TempDir::new("cli");
+    let dir = tmp.0.join("ca");
+    let dir_s = dir.to_str().unwrap();
+    assert!(
+        run(&["ca", "init", "--dir", dir_s, "--trust-domain", "mesh.test"])
+            .status
+            .success()
+    );
+    let (port, admin_port) = (free_port(), free_port());
+    let listen = format!("127.0.0.1:{port}");
+    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
+    let _server = Server(
+        Command::new(BIN)
+            .args([
+                "serve",
+                "--dir",
+                dir_s,
+                "--listen",
+                &listen,
+                "--admin-listen",
+                &admin.to_string(),
+            ])
+            .args(["--authenticator", "local"])
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let ready = (0..100).any(|_| {
+        let ok = http_get(admin, "/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200"));
+        if !ok {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        ok
+    });
+    assert!(ready, "weft-identity serve did not become ready");
+    let token_file = tmp.0.join("token");
+    std::fs::write(&token_file, token(&dir, "shop", "web", "1h")).unwrap();
+    let certify = |identity: &str| {
+        Command::new(BIN)
+            .args([
+                "certify",
+                "--addr",
+                &listen,
+                "--trust-domain",
+                "mesh.test",
+                "--identity",
+                identity,
+            ])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--trust-anchors")
+            .arg(dir.join("ca.pem"))
+            .output()
+            .unwrap()
+    };
+    let out = certify("spiffe://mesh.test/ns/shop/sa/web");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let chain = weft_tls::pem::parse_certificates(&out.stdout, "stdout").unwrap();
+    assert_eq!(chain.len(), 2);
+    assert_eq!(
+        weft_tls::certificate::spiffe_id_of(&chain[0])
+            .unwrap()
+            .to_string(),
+        "spiffe://mesh.test/ns/shop/sa/web"
+    );
+    let out = certify("spiffe://mesh.test/ns/shop/sa/db");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PermissionDenied"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

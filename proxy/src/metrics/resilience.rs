@@ -5,9 +5,11 @@
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::Direction;
+use crate::resilience::breaker::BreakerMetrics;
 use crate::resilience::limits::Limit;
 use crate::resilience::timeout::TimeoutKind;
 
@@ -44,6 +46,13 @@ struct OverloadLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BreakerLabels {
+    direction: Direction,
+    upstream: String,
+    state: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RateLimitLabels {
     direction: Direction,
     scope: &'static str,
@@ -56,6 +65,8 @@ pub struct ResilienceMetrics {
     timeouts: Family<TimeoutLabels, Counter>,
     overload: Family<OverloadLabels, Counter>,
     rate_limited: Family<RateLimitLabels, Counter>,
+    breaker_changes: Family<BreakerLabels, Counter>,
+    breaker_ejected: Family<UpstreamLabels, Gauge>,
 }
 
 impl ResilienceMetrics {
@@ -86,7 +97,37 @@ impl ResilienceMetrics {
             "Inbound requests refused by the rate limit (scope: overall or per_client)",
             metrics.rate_limited.clone(),
         );
+        registry.register(
+            "breaker_state_changes",
+            "Circuit breaker transitions of the upstream's endpoints, by the state entered",
+            metrics.breaker_changes.clone(),
+        );
+        registry.register(
+            "breaker_ejected",
+            "Endpoints of the upstream ejected by their circuit breaker right now",
+            metrics.breaker_ejected.clone(),
+        );
         metrics
+    }
+
+    /// The breaker handles of one upstream, shared by its endpoints' breakers.
+    pub fn breaker(&self, direction: Direction, upstream: &str) -> BreakerMetrics {
+        let changes = |state| {
+            self.breaker_changes.get_or_create_owned(&BreakerLabels {
+                direction,
+                upstream: upstream.to_owned(),
+                state,
+            })
+        };
+        BreakerMetrics {
+            opened: changes("open"),
+            half_opened: changes("half_open"),
+            closed: changes("closed"),
+            ejected: self.breaker_ejected.get_or_create_owned(&UpstreamLabels {
+                direction,
+                upstream: upstream.to_owned(),
+            }),
+        }
     }
 
     /// The handles of one upstream.

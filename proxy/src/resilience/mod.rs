@@ -1,8 +1,9 @@
 //! Resilience per upstream, each concern a tower layer of its own: `timeout` (request and
 //! per-try), `retry` (with `budget` and `replay` of request bodies), `limits` (in-flight and
-//! pending), `rate_limit` (inbound). `policy` says what applies to a request and how the
+//! pending), `rate_limit` (inbound), `breaker` (per endpoint, for the balancer). `policy` says what applies to a request and how the
 //! configuration layers combine; `upstream` holds what one upstream's requests share.
 
+pub mod breaker;
 pub mod budget;
 pub mod error;
 pub mod limits;

@@ -1,0 +1,521 @@
+//! The circuit breaker of one endpoint: after `failures` consecutive failures (a 5xx, an error,
+//! or an attempt abandoned before its response, e.g. by the per-try timeout) the endpoint is
+//! ejected for `base_ejection x 2^(k-1)` (k: ejections in a row, capped at `max_ejection`).
+//! Then it is half-open: one probe request decides; success closes it, failure ejects it again
+//! for longer. An `EjectionCap` shared by a service's endpoints keeps the share ejected at once
+//! at or below `max_ejected_ratio` (rounded down): a failure that would pass the cap leaves the
+//! endpoint in service.
+//!
+//! `CircuitBreaker` is the pure state machine; `Breaker` is the tower service around an
+//! endpoint: not ready while ejected (so a balancer skips it), recording each outcome.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use http::{Request, Response};
+use pin_project_lite::pin_project;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::time::{Instant, Sleep};
+use tower::Service;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BreakerConfig {
+    pub failures: u32,
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
+    pub max_ejected_ratio: f64,
+}
+
+impl Default for BreakerConfig {
+    /// As Istio's outlier detection: 5 consecutive errors, 30 s base ejection; Envoy's 300 s cap.
+    fn default() -> Self {
+        BreakerConfig {
+            failures: 5,
+            base_ejection: Duration::from_secs(30),
+            max_ejection: Duration::from_secs(300),
+            max_ejected_ratio: 0.5,
+        }
+    }
+}
+
+/// How many of a service's endpoints may be ejected at once.
+#[derive(Debug)]
+pub struct EjectionCap {
+    endpoints: AtomicUsize,
+    ejected: AtomicUsize,
+    max_ratio: f64,
+}
+
+impl EjectionCap {
+    pub fn new(endpoints: usize, max_ratio: f64) -> Self {
+        EjectionCap {
+            endpoints: AtomicUsize::new(endpoints),
+            ejected: AtomicUsize::new(0),
+            max_ratio,
+        }
+    }
+
+    /// Discovery changed the number of endpoints.
+    pub fn set_endpoints(&self, endpoints: usize) {
+        self.endpoints.store(endpoints, Ordering::Release);
+    }
+
+    pub fn ejected(&self) -> usize {
+        self.ejected.load(Ordering::Acquire)
+    }
+
+    fn try_take(&self) -> bool {
+        let max = (self.endpoints.load(Ordering::Acquire) as f64 * self.max_ratio).floor() as usize;
+        self.ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn give_back(&self) {
+        let _ = self
+            .ejected
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+    }
+}
+
+/// Counters for `weft_breaker_state_changes_total{state}` and the `weft_breaker_ejected` gauge.
+#[derive(Clone, Debug, Default)]
+pub struct BreakerMetrics {
+    pub opened: Counter,
+    pub half_opened: Counter,
+    pub closed: Counter,
+    pub ejected: Gauge,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Closed,
+    Open { until: Instant },
+    HalfOpen { probing: bool },
+}
+
+#[derive(Debug)]
+pub struct CircuitBreaker {
+    config: BreakerConfig,
+    cap: Arc<EjectionCap>,
+    metrics: BreakerMetrics,
+    state: State,
+    consecutive_failures: u32,
+    /// Ejections in a row without a successful probe.
+    ejections: u32,
+}
+
+impl CircuitBreaker {
+    pub fn new(config: BreakerConfig, cap: Arc<EjectionCap>, metrics: BreakerMetrics) -> Self {
+        CircuitBreaker {
+            config,
+            cap,
+            metrics,
+            state: State::Closed,
+            consecutive_failures: 0,
+            ejections: 0,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.state
+    }
+
+    /// Whether a request may be sent now; `Err(until)` while ejected. Moves an expired
+    /// ejection to half-open. A half-open endpoint with its probe out is not available.
+    pub fn available(&mut self, now: Instant) -> Result<bool, Instant> {
+        match self.state {
+            State::Closed => Ok(true),
+            State::Open { until } if now < until => Err(until),
+            State::Open { .. } => {
+                self.state = State::HalfOpen { probing: false };
+                self.metrics.half_opened.inc();
+                Ok(true)
+            }
+            State::HalfOpen { probing } => Ok(!probing),
+        }
+    }
+
+    /// A request is being sent: when half-open it is the probe.
+    pub fn on_send(&mut self) {
+        if let State::HalfOpen { .. } = self.state {
+            self.state = State::HalfOpen { probing: true };
+        }
+    }
+
+    pub fn on_success(&mut self) {
+        self.consecutive_failures = 0;
+        if let State::HalfOpen { .. } = self.state {
+            self.state = State::Closed;
+            self.ejections = 0;
+            self.cap.give_back();
+            self.metrics.ejected.dec();
+            self.metrics.closed.inc();
+        }
+    }
+
+    pub fn on_failure(&mut self, now: Instant) {
+        match self.state {
+            State::HalfOpen { .. } => {
+                // Still holds its place under the cap: eject again, for longer.
+                self.eject(now);
+            }
+            State::Closed => {
+                self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+                if self.consecutive_failures >= self.config.failures && self.cap.try_take() {
+                    self.metrics.ejected.inc();
+                    self.eject(now);
+                }
+            }
+            // A late answer to a request sent before the ejection.
+            State::Open { .. } => {}
+        }
+    }
+
+    fn eject(&mut self, now: Instant) {
+        self.ejections = self.ejections.saturating_add(1);
+        let factor = 1u32 << (self.ejections - 1).min(16);
+        let duration = self
+            .config
+            .base_ejection
+            .saturating_mul(factor)
+            .min(self.config.max_ejection);
+        self.state = State::Open {
+            until: now + duration,
+        };
+        self.consecutive_failures = 0;
+        self.metrics.opened.inc();
+    }
+}
+
+impl Drop for CircuitBreaker {
+    fn drop(&mut self) {
+        // An endpoint removed while ejected frees its place under the cap.
+        if !matches!(self.state, State::Closed) {
+            self.cap.give_back();
+            self.metrics.ejected.dec();
+        }
+    }
+}
+
+struct Shared {
+    breaker: CircuitBreaker,
+    /// Clones waiting for the probe to finish.
+    waiting: Vec<Waker>,
+}
+
+/// An endpoint service behind its circuit breaker. Clones share the breaker.
+pub struct Breaker<S> {
+    inner: S,
+    shared: Arc<Mutex<Shared>>,
+    sleep: Option<Pin<Box<Sleep>>>,
+}
+
+impl<S: Clone> Clone for Breaker<S> {
+    fn clone(&self) -> Self {
+        Breaker {
+            inner: self.inner.clone(),
+            shared: self.shared.clone(),
+            sleep: None,
+        }
+    }
+}
+
+fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+    // Each update is a handful of assignments; a panic elsewhere cannot leave it half-done.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl<S> Breaker<S> {
+    pub fn new(inner: S, breaker: CircuitBreaker) -> Self {
+        Breaker {
+            inner,
+            shared: Arc::new(Mutex::new(Shared {
+                breaker,
+                waiting: Vec::new(),
+            })),
+            sleep: None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        lock(&self.shared).breaker.state()
+    }
+}
+
+impl<S, B, RB> Service<Request<B>> for Breaker<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BreakerFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        loop {
+            if let Some(sleep) = self.sleep.as_mut() {
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.sleep = None;
+            }
+            let mut shared = lock(&self.shared);
+            match shared.breaker.available(Instant::now()) {
+                Ok(true) => break,
+                Ok(false) => {
+                    shared.waiting.push(cx.waker().clone());
+                    return Poll::Pending;
+                }
+                Err(until) => {
+                    drop(shared);
+                    self.sleep = Some(Box::pin(tokio::time::sleep_until(until)));
+                }
+            }
+        }
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<B>) -> Self::Future {
+        lock(&self.shared).breaker.on_send();
+        BreakerFuture {
+            inner: self.inner.call(req),
+            outcome: Outcome {
+                shared: Some(self.shared.clone()),
+            },
+        }
+    }
+}
+
+/// Records the attempt's outcome once; an attempt dropped unfinished counts as a failure.
+struct Outcome {
+    shared: Option<Arc<Mutex<Shared>>>,
+}
+
+impl Outcome {
+    fn record(&mut self, success: bool) {
+        let Some(shared) = self.shared.take() else {
+            return;
+        };
+        let mut shared = lock(&shared);
+        if success {
+            shared.breaker.on_success();
+        } else {
+            shared.breaker.on_failure(Instant::now());
+        }
+        for waker in shared.waiting.drain(..) {
+            waker.wake();
+        }
+    }
+}
+
+impl Drop for Outcome {
+    fn drop(&mut self) {
+        self.record(false);
+    }
+}
+
+pin_project! {
+    pub struct BreakerFuture<F> {
+        #[pin]
+        inner: F,
+        outcome: Outcome,
+    }
+}
+
+impl<F, RB, E> Future for BreakerFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let success = matches!(&result, Ok(resp) if !resp.status().is_server_error());
+        this.outcome.record(success);
+        Poll::Ready(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::StatusCode;
+    use std::sync::atomic::AtomicU16;
+    use tower::ServiceExt;
+
+    fn config() -> BreakerConfig {
+        BreakerConfig {
+            failures: 3,
+            base_ejection: Duration::from_secs(10),
+            max_ejection: Duration::from_secs(25),
+            max_ejected_ratio: 0.5,
+        }
+    }
+
+    fn breaker(cap: &Arc<EjectionCap>) -> (CircuitBreaker, BreakerMetrics) {
+        let metrics = BreakerMetrics::default();
+        (
+            CircuitBreaker::new(config(), cap.clone(), metrics.clone()),
+            metrics,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn consecutive_failures_eject_then_one_probe_decides() {
+        let cap = Arc::new(EjectionCap::new(4, 0.5));
+        let (mut b, metrics) = breaker(&cap);
+        let now = Instant::now();
+        b.on_failure(now);
+        b.on_failure(now);
+        b.on_success(); // resets the run
+        b.on_failure(now);
+        b.on_failure(now);
+        assert_eq!(b.available(now), Ok(true));
+        b.on_failure(now);
+        assert_eq!(b.available(now), Err(now + Duration::from_secs(10)));
+        assert_eq!(cap.ejected(), 1);
+        assert_eq!(metrics.ejected.get(), 1);
+
+        let later = now + Duration::from_secs(10);
+        assert_eq!(b.available(later), Ok(true));
+        assert_eq!(b.state(), State::HalfOpen { probing: false });
+        b.on_send();
+        assert_eq!(b.available(later), Ok(false), "only one probe");
+        b.on_success();
+        assert_eq!(b.state(), State::Closed);
+        assert_eq!(cap.ejected(), 0);
+        assert_eq!(metrics.ejected.get(), 0);
+        assert_eq!(
+            (
+                metrics.opened.get(),
+                metrics.half_opened.get(),
+                metrics.closed.get()
+            ),
+            (1, 1, 1)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_probe_ejects_for_longer_up_to_the_cap() {
+        let cap = Arc::new(EjectionCap::new(2, 0.5));
+        let (mut b, _metrics) = breaker(&cap);
+        let mut now = Instant::now();
+        for _ in 0..3 {
+            b.on_failure(now);
+        }
+        for expected in [20, 25, 25] {
+            now += Duration::from_secs(30);
+            assert_eq!(b.available(now), Ok(true));
+            b.on_send();
+            b.on_failure(now);
+            assert_eq!(b.available(now), Err(now + Duration::from_secs(expected)));
+        }
+        assert_eq!(cap.ejected(), 1, "re-ejection keeps its one place");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_cap_keeps_endpoints_in_service() {
+        // Three endpoints at 0.5: one may be ejected.
+        let cap = Arc::new(EjectionCap::new(3, 0.5));
+        let (mut a, _) = breaker(&cap);
+        let (mut b, _) = breaker(&cap);
+        let now = Instant::now();
+        for _ in 0..3 {
+            a.on_failure(now);
+            b.on_failure(now);
+        }
+        assert!(a.available(now).is_err());
+        assert_eq!(b.available(now), Ok(true), "past the cap: stays in");
+        // Once `a` is removed its place is free, and `b`'s next failure ejects it.
+        drop(a);
+        b.on_failure(now);
+        assert!(b.available(now).is_err());
+        // A single endpoint is never ejected at 0.5.
+        let lone = Arc::new(EjectionCap::new(1, 0.5));
+        let (mut c, _) = breaker(&lone);
+        for _ in 0..10 {
+            c.on_failure(now);
+        }
+        assert_eq!(c.available(now), Ok(true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_service_is_not_ready_while_ejected_and_counts_5xx() {
+        let status = Arc::new(AtomicU16::new(503));
+        let answer = status.clone();
+        let inner = tower::service_fn(move |_req: Request<()>| {
+            let code = answer.load(Ordering::SeqCst);
+            async move {
+                let mut resp = Response::new(());
+                *resp.status_mut() = StatusCode::from_u16(code).unwrap();
+                Ok::<_, std::convert::Infallible>(resp)
+            }
+        });
+        let cap = Arc::new(EjectionCap::new(2, 0.5));
+        let (b, _metrics) = breaker(&cap);
+        let mut svc = Breaker::new(inner, b);
+        for _ in 0..3 {
+            svc.clone().oneshot(Request::new(())).await.unwrap();
+        }
+        assert!(matches!(svc.state(), State::Open { .. }));
+        let start = Instant::now();
+        status.store(200, Ordering::SeqCst);
+        // Ready again only when the ejection ends; the probe succeeds and closes it.
+        let ready = svc.ready().await.is_ok();
+        assert!(ready);
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+        svc.call(Request::new(())).await.unwrap();
+        assert_eq!(svc.state(), State::Closed);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transitions_render_per_upstream() {
+        let registry = crate::metrics::Metrics::new();
+        let metrics = registry
+            .resilience
+            .breaker(crate::metrics::Direction::Outbound, "web");
+        let cap = Arc::new(EjectionCap::new(2, 0.5));
+        let mut b = CircuitBreaker::new(config(), cap, metrics);
+        let now = Instant::now();
+        for _ in 0..3 {
+            b.on_failure(now);
+        }
+        let text = registry.render().unwrap();
+        assert!(
+            text.contains(r#"weft_breaker_state_changes_total{direction="outbound",upstream="web",state="open"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_breaker_ejected{direction="outbound",upstream="web"} 1"#),
+            "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_abandoned_probe_counts_as_a_failure() {
+        let inner = tower::service_fn(|_req: Request<()>| {
+            std::future::pending::<Result<Response<()>, std::convert::Infallible>>()
+        });
+        let cap = Arc::new(EjectionCap::new(2, 0.5));
+        let (mut b, _metrics) = breaker(&cap);
+        let now = Instant::now();
+        for _ in 0..3 {
+            b.on_failure(now);
+        }
+        let mut svc = Breaker::new(inner, b);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        svc.ready().await.unwrap();
+        let probe = svc.call(Request::new(()));
+        // The per-try timeout gives up on it.
+        let _ = tokio::time::timeout(Duration::from_secs(1), probe).await;
+        assert!(matches!(svc.state(), State::Open { .. }));
+    }
+}

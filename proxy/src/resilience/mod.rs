@@ -6,6 +6,7 @@
 pub mod breaker;
 pub mod budget;
 pub mod error;
+pub mod fail_fast;
 pub mod limits;
 pub mod policy;
 pub mod rate_limit;

@@ -5,6 +5,7 @@ mod h2;
 mod http1;
 mod opaque;
 mod redirect;
+mod resilience;
 mod shutdown;
 mod support;
 mod testbed;

@@ -6,11 +6,13 @@
 //! together from a `config::ProxyConfig`.
 
 pub mod admin;
+pub mod balance;
 pub mod config;
 pub mod connect;
 pub mod connection;
 pub mod counted;
 pub mod detect;
+pub mod discovery;
 pub mod drain;
 pub mod http;
 pub mod inbound;

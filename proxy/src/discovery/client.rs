@@ -1,0 +1,1 @@
+//! The discovery service's client: one Watch stream per key over a shared channel.

@@ -41,6 +41,35 @@ pub struct ProxyConfig {
     #[arg(long, env = "WEFT_CONNECT_TIMEOUT", default_value = "1s", value_parser = weft_settings::parse_duration)]
     pub connect_timeout: Duration,
 
+    /// The discovery service ("host:port"); unset: DNS-only mode (names in HTTP authorities are
+    /// balanced over their DNS addresses, everything else goes to its original destination).
+    #[arg(long, env = "WEFT_DISCOVERY_ADDR", value_parser = parse_host_port)]
+    pub discovery_addr: Option<String>,
+
+    /// How long the first connection to a destination waits for discovery's first answer.
+    #[arg(long, env = "WEFT_DISCOVERY_WAIT", default_value = "1s", value_parser = weft_settings::parse_duration)]
+    pub discovery_wait: Duration,
+
+    /// Discovery watches unused this long are dropped.
+    #[arg(long, env = "WEFT_DISCOVERY_IDLE_TIMEOUT", default_value = "60s", value_parser = weft_settings::parse_duration)]
+    pub discovery_idle_timeout: Duration,
+
+    /// Lower bound on how long a DNS answer is used before re-resolving.
+    #[arg(long, env = "WEFT_DNS_MIN_TTL", default_value = "5s", value_parser = weft_settings::parse_duration)]
+    pub dns_min_ttl: Duration,
+
+    /// Upper bound on how long a DNS answer is used before re-resolving.
+    #[arg(long, env = "WEFT_DNS_MAX_TTL", default_value = "60s", value_parser = weft_settings::parse_duration)]
+    pub dns_max_ttl: Duration,
+
+    /// The pod's namespace (downward API), sent to discovery to resolve bare service names.
+    #[arg(long, env = "WEFT_POD_NAMESPACE", default_value = "")]
+    pub pod_namespace: String,
+
+    /// The pod's name (downward API), for discovery's logs.
+    #[arg(long, env = "WEFT_POD_NAME", default_value = "")]
+    pub pod_name: String,
+
     /// After SIGTERM or /shutdown, how long in-flight work may continue before exiting.
     #[arg(long, env = "WEFT_SHUTDOWN_GRACE", default_value = "30s", value_parser = weft_settings::parse_duration)]
     pub shutdown_grace: Duration,
@@ -132,6 +161,26 @@ impl ProxyConfig {
             },
         }
     }
+}
+
+/// A "host:port" (a DNS name or an IP address, and a port).
+fn parse_host_port(value: &str) -> Result<String, String> {
+    let (host, port) = value.rsplit_once(':').ok_or_else(|| {
+        "expected host:port, e.g. weft-discovery.weft.svc.cluster.local:8086".to_string()
+    })?;
+    port.parse::<u16>()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("{port:?} is not a port (1-65535)"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    if host.parse::<std::net::IpAddr>().is_err() && !name_ok {
+        return Err(format!("{host:?} is neither an IP address nor a DNS name"));
+    }
+    Ok(value.to_string())
 }
 
 /// Turns clap's report of a refused value into one line naming the environment variable, e.g.
@@ -287,6 +336,26 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.lines().count(), 1, "{err}");
+        let err = parse(&["--discovery-addr=weft-discovery"]).unwrap_err();
+        assert!(
+            err.starts_with(r#"invalid WEFT_DISCOVERY_ADDR="weft-discovery": expected host:port"#),
+            "{err}"
+        );
+        let err = parse(&["--discovery-addr=a b:80"]).unwrap_err();
+        assert!(err.starts_with("invalid WEFT_DISCOVERY_ADDR="), "{err}");
+    }
+
+    #[test]
+    fn discovery_address_is_optional_and_checked() {
+        assert_eq!(parse(&[]).unwrap().discovery_addr, None);
+        let config =
+            parse(&["--discovery-addr=weft-discovery.weft.svc.cluster.local:8086"]).unwrap();
+        assert_eq!(
+            config.discovery_addr.as_deref(),
+            Some("weft-discovery.weft.svc.cluster.local:8086")
+        );
+        assert!(parse(&["--discovery-addr=[::1]:8086"]).is_ok());
+        assert!(parse(&["--discovery-addr=10.0.0.1:0"]).is_err());
     }
 
     #[test]

@@ -8,8 +8,12 @@ use tracing::{debug, info, warn};
 
 use crate::counted::CountedIo;
 use crate::detect::{DetectOutcome, Detection, PrefixedIo, Protocol, detect};
+use crate::discovery::Key;
 use crate::drain::Watch;
+use crate::http::balance;
+use crate::http::route::Router;
 use crate::http::{HttpVersion, Target, stack};
+use crate::metrics::Upstream;
 use crate::opaque;
 use crate::original_dst::{OriginalDstError, original_dst};
 use crate::resilience::rate_limit::RateLimitLayer;
@@ -62,15 +66,37 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
     debug!(%direction, %peer, destination = %original, protocol = %detection.protocol, outcome = detection.outcome.as_str(), "accepted");
     let mut io = PrefixedIo::new(detection.prefix, io);
 
+    // Outbound: what discovery knows of the destination (bounded wait on first use).
+    let resolved = match &side.discovery {
+        Some(discovery) => Some(discovery.resolve(Key::Addr(original)).await),
+        None => None,
+    };
+
     match HttpVersion::from_protocol(detection.protocol) {
         Some(version) => {
             let target = Target {
                 addr: original,
                 version,
             };
-            let metrics = side.metrics.http(direction, original, detection.protocol);
+            let upstream = match resolved.as_ref().and_then(|(r, _)| r.service()) {
+                Some(service) => Upstream::Service(service.name.clone()),
+                None => Upstream::Addr(original),
+            };
+            let metrics = side
+                .metrics
+                .http_upstream(direction, upstream, detection.protocol);
+            let router = match (&side.discovery, resolved) {
+                (Some(discovery), Some((_, profile))) => Some(Router::new(
+                    discovery.clone(),
+                    original,
+                    side.discovery_wait,
+                    profile,
+                )),
+                _ => None,
+            };
             let service = stack::build(
                 target,
+                router,
                 metrics,
                 side.pool.clone(),
                 side.drain.clone(),
@@ -82,14 +108,37 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
                 log_http_error(direction, peer, original, &err);
             }
         }
-        None => match opaque::forward(&mut io, original, side.connect_timeout).await {
-            Ok(copied) => {
-                debug!(%direction, %peer, destination = %original, to_upstream = copied.to_upstream, to_client = copied.to_client, "opaque connection closed")
+        None => {
+            // Opaque TCP is balanced per connection; the connect time is its latency sample.
+            let endpoint = resolved
+                .as_ref()
+                .and_then(|(r, _)| r.service())
+                .and_then(|service| balance::pick(service));
+            let (destination, mut in_flight) = match &endpoint {
+                Some(endpoint) => {
+                    endpoint.requests.inc();
+                    (endpoint.addr, Some(endpoint.load.start()))
+                }
+                None => (original, None),
+            };
+            let connected = |ok: bool| {
+                if let Some(in_flight) = in_flight.as_mut() {
+                    if ok {
+                        in_flight.complete()
+                    } else {
+                        in_flight.fail()
+                    }
+                }
+            };
+            match opaque::forward(&mut io, destination, side.connect_timeout, connected).await {
+                Ok(copied) => {
+                    debug!(%direction, %peer, %destination, to_upstream = copied.to_upstream, to_client = copied.to_client, "opaque connection closed")
+                }
+                Err(err) => {
+                    warn!(%direction, %peer, %destination, error = %err, "opaque connection failed")
+                }
             }
-            Err(err) => {
-                warn!(%direction, %peer, destination = %original, error = %err, "opaque connection failed")
-            }
-        },
+        }
     }
 }
 
@@ -138,6 +187,8 @@ mod tests {
                 Default::default(),
             )),
             rate_limiter: None,
+            discovery: None,
+            discovery_wait: Duration::from_secs(1),
         }
     }
 

@@ -36,5 +36,7 @@ pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
             &shared.metrics.resilience,
         )
         .map(Arc::new),
+        discovery: None,
+        discovery_wait: config.discovery_wait,
     }
 }

@@ -28,15 +28,20 @@ pub struct Copied {
     pub to_client: u64,
 }
 
+/// Connects to `target` (telling `connected` whether that worked) and copies until both sides
+/// are done.
 pub async fn forward<I>(
     client: &mut I,
     target: SocketAddr,
     connect_timeout: Duration,
+    connected: impl FnOnce(bool),
 ) -> Result<Copied, OpaqueError>
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut upstream = connect(target, connect_timeout).await?;
+    let upstream = connect(target, connect_timeout).await;
+    connected(upstream.is_ok());
+    let mut upstream = upstream?;
     let (to_upstream, to_client) = tokio::io::copy_bidirectional(client, &mut upstream)
         .await
         .map_err(|source| OpaqueError::Copy { target, source })?;
@@ -65,10 +70,9 @@ mod tests {
             sock.write_all(&request).await.unwrap();
         });
         let (mut client, mut proxy_side) = tokio::io::duplex(1024);
-        let proxy =
-            tokio::spawn(
-                async move { forward(&mut proxy_side, target, Duration::from_secs(5)).await },
-            );
+        let proxy = tokio::spawn(async move {
+            forward(&mut proxy_side, target, Duration::from_secs(5), |_| ()).await
+        });
         client.write_all(b"ping").await.unwrap();
         client.shutdown().await.unwrap();
         let mut reply = Vec::new();
@@ -94,7 +98,7 @@ mod tests {
         let target = gone.local_addr().unwrap();
         drop(gone);
         let (_client, mut proxy_side) = tokio::io::duplex(64);
-        let err = forward(&mut proxy_side, target, Duration::from_secs(5))
+        let err = forward(&mut proxy_side, target, Duration::from_secs(5), |_| ())
             .await
             .unwrap_err();
         assert!(

@@ -1,6 +1,6 @@
 //! The outbound side (app -> elsewhere): connections the pod's iptables OUTPUT rules redirect to
-//! the outbound listener. For now each goes to its original destination; discovery, balancing and
-//! mTLS will be added to this side's stack.
+//! the outbound listener. Each connection's destination is looked up in discovery (or DNS) and
+//! balanced over the logical service's endpoints; unknown destinations are forwarded untouched.
 
 use crate::config::ProxyConfig;
 use crate::http::HttpServer;
@@ -27,5 +27,7 @@ pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
             shared.metrics.resilience.clone(),
         )),
         rate_limiter: None,
+        discovery: shared.discovery.clone(),
+        discovery_wait: config.discovery_wait,
     }
 }

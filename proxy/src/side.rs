@@ -6,6 +6,7 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use weft_settings::PortSet;
 
+use crate::discovery::Discovery;
 use crate::drain::Drain;
 use crate::http::HttpServer;
 use crate::http::pool::Pool;
@@ -29,6 +30,10 @@ pub struct Side {
     pub upstreams: Arc<Upstreams>,
     /// The inbound rate limit, when one is set.
     pub rate_limiter: Option<Arc<RateLimiter>>,
+    /// Outbound only: where connections' destinations are looked up.
+    pub discovery: Option<Discovery>,
+    /// How long a request waits for the first answer about a new authority.
+    pub discovery_wait: Duration,
 }
 
 /// What both sides share.
@@ -37,4 +42,5 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub drain: Drain,
     pub loop_guard: LoopGuard,
+    pub discovery: Option<Discovery>,
 }

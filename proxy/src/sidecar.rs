@@ -9,6 +9,10 @@ use tracing::{info, warn};
 use crate::admin::Admin;
 use crate::config::ProxyConfig;
 use crate::connection;
+use crate::discovery::Discovery;
+use crate::discovery::cache::{CacheConfig, Source};
+use crate::discovery::client::{ClientError, GrpcSource, Watcher};
+use crate::discovery::dns::{Dns, DnsSource, TtlBounds};
 use crate::drain::Drain;
 use crate::listener::{BindError, accept_loop, bind, bind_ipv6_twin};
 use crate::loop_guard::LoopGuard;
@@ -26,6 +30,8 @@ pub enum SidecarError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Discovery(#[from] ClientError),
     #[error("cannot install the {signal} handler: {source}")]
     Signal {
         signal: &'static str,
@@ -67,6 +73,7 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
         metrics: metrics.clone(),
         drain: drain.clone(),
         loop_guard: LoopGuard::new(own_ports),
+        discovery: Some(discovery(&config, &metrics)?),
     };
     tokio::spawn(admin.clone().serve(admin_listener));
     spawn_side(
@@ -109,6 +116,33 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
         }
     }
     Ok(())
+}
+
+/// The discovery client: the discovery service when WEFT_DISCOVERY_ADDR is set, else DNS only.
+fn discovery(config: &ProxyConfig, metrics: &Metrics) -> Result<Discovery, SidecarError> {
+    let dns = Arc::new(Dns::new(TtlBounds {
+        min: config.dns_min_ttl,
+        max: config.dns_max_ttl,
+    }));
+    let source: Arc<dyn Source> = match &config.discovery_addr {
+        Some(addr) => {
+            info!(discovery = %addr, "watching destinations with the discovery service");
+            let watcher = Watcher {
+                namespace: config.pod_namespace.clone(),
+                pod: config.pod_name.clone(),
+            };
+            Arc::new(GrpcSource::new(addr, config.connect_timeout, dns, watcher)?)
+        }
+        None => {
+            info!("WEFT_DISCOVERY_ADDR is unset: DNS-only mode");
+            Arc::new(DnsSource::new(dns))
+        }
+    };
+    let cache = CacheConfig {
+        wait: config.discovery_wait,
+        idle_timeout: config.discovery_idle_timeout,
+    };
+    Ok(Discovery::new(source, cache, metrics.discovery()))
 }
 
 /// One accept loop per listener (IPv4 and, when present, its IPv6 twin), sharing the side.

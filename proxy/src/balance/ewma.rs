@@ -13,10 +13,17 @@ pub const DECAY: Duration = Duration::from_secs(10);
 /// get tried, high enough that one in-flight request on them is not free.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
 
+/// The latency a failed request counts as.
+pub const FAILURE_PENALTY: Duration = Duration::from_secs(1);
+
 #[derive(Debug)]
 struct Estimate {
     rtt_ns: f64,
     at: Instant,
+    /// No sample yet: the default only prices requests in flight, so an idle new endpoint is
+    /// tried at once (instead of waiting for the others' estimates to decay below the default)
+    /// while a burst is not all sent to it before its first answer.
+    sampled: bool,
 }
 
 /// Load statistics of one endpoint, shared by every connection that balances over it.
@@ -39,6 +46,7 @@ impl PeakEwma {
             estimate: Mutex::new(Estimate {
                 rtt_ns: default_rtt.as_nanos() as f64,
                 at: Instant::now(),
+                sampled: false,
             }),
             in_flight: AtomicUsize::new(0),
             decay_ns: decay.as_nanos().max(1) as f64,
@@ -47,9 +55,12 @@ impl PeakEwma {
 
     /// The cost of sending one more request here: decayed latency estimate x (in flight + 1).
     pub fn cost(&self, now: Instant) -> f64 {
-        let rtt = self.decayed_rtt(now);
         let pending = self.in_flight.load(Ordering::Relaxed) as f64;
-        rtt * (pending + 1.0)
+        let estimate = self.lock();
+        if !estimate.sampled {
+            return estimate.rtt_ns * pending;
+        }
+        decay(estimate.rtt_ns, estimate.at, now, self.decay_ns) * (pending + 1.0)
     }
 
     /// Marks a request (or connection) as started; the returned guard ends it.
@@ -70,6 +81,14 @@ impl PeakEwma {
     pub fn observe(&self, rtt: Duration, now: Instant) {
         let sample = rtt.as_nanos() as f64;
         let mut estimate = self.lock();
+        if !estimate.sampled {
+            *estimate = Estimate {
+                rtt_ns: sample,
+                at: now,
+                sampled: true,
+            };
+            return;
+        }
         let decayed = decay(estimate.rtt_ns, estimate.at, now, self.decay_ns);
         // Peak: a slower sample replaces the estimate outright, so a suddenly slow endpoint is
         // avoided on the very next pick; faster samples are averaged in.
@@ -80,11 +99,6 @@ impl PeakEwma {
             decayed * w + sample * (1.0 - w)
         };
         estimate.at = now;
-    }
-
-    fn decayed_rtt(&self, now: Instant) -> f64 {
-        let estimate = self.lock();
-        decay(estimate.rtt_ns, estimate.at, now, self.decay_ns)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Estimate> {
@@ -123,6 +137,20 @@ impl InFlight {
     }
 }
 
+impl InFlight {
+    /// The request failed (no response from the endpoint): recorded as at least
+    /// [`FAILURE_PENALTY`], so a failing endpoint that answers fast with errors is not mistaken
+    /// for a fast one.
+    pub fn fail(&mut self) {
+        if !self.recorded {
+            let now = Instant::now();
+            let took = now.duration_since(self.started);
+            self.ewma.observe(took.max(FAILURE_PENALTY), now);
+            self.recorded = true;
+        }
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.ewma.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -138,9 +166,19 @@ mod tests {
     fn a_slower_sample_is_taken_at_once() {
         let ewma = PeakEwma::new(Duration::from_millis(1), DECAY);
         let now = Instant::now();
+        ewma.observe(Duration::from_millis(1), now);
         ewma.observe(Duration::from_millis(200), now);
         let cost = ewma.cost(now);
         assert!((cost - 200e6).abs() < 1e3, "{cost}");
+    }
+
+    #[test]
+    fn an_unsampled_endpoint_is_free_when_idle_and_priced_by_the_default_when_busy() {
+        let ewma = Arc::new(PeakEwma::new(Duration::from_millis(30), DECAY));
+        let now = Instant::now();
+        assert_eq!(ewma.cost(now), 0.0);
+        let _busy = ewma.start();
+        assert_eq!(ewma.cost(now), 30e6);
     }
 
     #[test]
@@ -161,6 +199,7 @@ mod tests {
     fn in_flight_requests_multiply_the_cost() {
         let ewma = Arc::new(PeakEwma::new(Duration::from_millis(10), DECAY));
         let now = Instant::now();
+        ewma.observe(Duration::from_millis(10), now);
         let idle = ewma.cost(now);
         let a = ewma.start();
         let b = ewma.start();
@@ -174,7 +213,11 @@ mod tests {
 
     #[test]
     fn completing_records_the_latency_and_dropping_alone_does_not() {
-        let ewma = Arc::new(PeakEwma::new(Duration::from_nanos(1), Duration::from_secs(3600)));
+        let ewma = Arc::new(PeakEwma::new(
+            Duration::from_nanos(1),
+            Duration::from_secs(3600),
+        ));
+        ewma.observe(Duration::from_nanos(1), Instant::now());
         let failed = ewma.start();
         std::thread::sleep(Duration::from_millis(5));
         drop(failed);

@@ -52,7 +52,10 @@ mod tests {
         let ceilings = [100, 200, 400, 800, 1600, 2000, 2000];
         for ceiling in ceilings {
             let delay = backoff.next_delay(&mut rng).as_millis() as u64;
-            assert!((ceiling / 2..=ceiling).contains(&delay), "{delay} vs {ceiling}");
+            assert!(
+                (ceiling / 2..=ceiling).contains(&delay),
+                "{delay} vs {ceiling}"
+            );
         }
         for _ in 0..100 {
             assert!(backoff.next_delay(&mut rng) <= Duration::from_secs(2));

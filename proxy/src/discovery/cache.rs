@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tracing::debug;
+use weft_discovery_api::v1::ServicePolicy;
 
 use super::endpoints::{EndpointRegistry, EndpointSpec};
 use super::metrics::{DiscoveryMetrics, Fallback};
@@ -73,12 +74,10 @@ impl Discovery {
     pub async fn resolve(&self, key: Key) -> (Resolution, watch::Receiver<Resolution>) {
         let mut rx = self.watch(key.clone());
         let wait = self.inner.config.wait;
-        let answered = tokio::time::timeout(
-            wait,
-            rx.wait_for(|r| !matches!(r, Resolution::Pending)),
-        )
-        .await
-        .map(|answer| answer.map(|r| r.clone()));
+        let answered =
+            tokio::time::timeout(wait, rx.wait_for(|r| !matches!(r, Resolution::Pending)))
+                .await
+                .map(|answer| answer.map(|r| r.clone()));
         let resolution = match answered {
             Ok(Ok(answer)) => answer,
             // The watch ended without answering (its source gave up): nothing to route by.
@@ -142,7 +141,10 @@ impl Discovery {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
-        self.inner.entries.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .entries
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -203,8 +205,11 @@ impl Feed {
         origin: Origin,
         endpoints: &[EndpointSpec],
         split: &[(Key, u32)],
+        policy: Arc<ServicePolicy>,
     ) {
-        let Some(cache) = self.cache.upgrade() else { return };
+        let Some(cache) = self.cache.upgrade() else {
+            return;
+        };
         let endpoints = cache.registry.endpoints(&name, endpoints);
         let discovery = Discovery { inner: cache };
         let split = split
@@ -220,6 +225,7 @@ impl Feed {
             origin,
             endpoints,
             split,
+            policy,
         })));
     }
 
@@ -233,6 +239,10 @@ impl Feed {
             }
             self.stale = stale;
         }
+    }
+
+    pub fn is_stale(&self) -> bool {
+        self.stale
     }
 
     pub fn metrics(&self) -> &DiscoveryMetrics {
@@ -275,7 +285,13 @@ mod tests {
                     if specs.is_empty() {
                         feed.publish(Resolution::Passthrough);
                     } else {
-                        feed.publish_service(key.to_string().into(), Origin::Discovery, &specs, &[]);
+                        feed.publish_service(
+                            key.to_string().into(),
+                            Origin::Discovery,
+                            &specs,
+                            &[],
+                            Default::default(),
+                        );
                     }
                     if changes.changed().await.is_err() {
                         std::future::pending::<()>().await;
@@ -316,7 +332,10 @@ mod tests {
         let (second, _rx2) = cache.resolve(key("10.9.0.1:80")).await;
         assert_eq!(source.started.load(Ordering::SeqCst), 1);
         assert_eq!(first.service().unwrap().endpoints.len(), 1);
-        assert_eq!(second.service().unwrap().endpoints[0].addr, spec("10.0.0.1:80").addr);
+        assert_eq!(
+            second.service().unwrap().endpoints[0].addr,
+            spec("10.0.0.1:80").addr
+        );
         source
             .changes
             .send_replace(vec![spec("10.0.0.1:80"), spec("10.0.0.2:80")]);
@@ -328,7 +347,10 @@ mod tests {
         let endpoints = &now.service().unwrap().endpoints;
         assert_eq!(endpoints.len(), 2);
         // The endpoint that stayed kept its statistics.
-        assert!(Arc::ptr_eq(&endpoints[0].load, &first.service().unwrap().endpoints[0].load));
+        assert!(Arc::ptr_eq(
+            &endpoints[0].load,
+            &first.service().unwrap().endpoints[0].load
+        ));
     }
 
     #[tokio::test]
@@ -341,7 +363,10 @@ mod tests {
         assert!(matches!(answer, Resolution::Unavailable));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
-        assert!(text.contains(r#"discovery_fallback_total{reason="timeout"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"discovery_fallback_total{reason="timeout"} 1"#),
+            "{text}"
+        );
         assert!(text.contains("discovery_watches 1"), "{text}");
     }
 

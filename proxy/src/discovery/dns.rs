@@ -150,7 +150,11 @@ impl DnsSource {
 }
 
 impl Source for DnsSource {
-    fn watch(self: Arc<Self>, key: Key, mut feed: Feed) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+    fn watch(
+        self: Arc<Self>,
+        key: Key,
+        mut feed: Feed,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move {
             match key {
                 Key::Addr(_) => feed.publish(Resolution::Passthrough),
@@ -161,39 +165,72 @@ impl Source for DnsSource {
 }
 
 /// Keeps `feed` up to date with the addresses of `host` (never returns; the watch is aborted
-/// when no longer needed). Names DNS does not know pass through; on failures the last answer
-/// stays in use.
-pub async fn follow(dns: &Dns, host: &str, port: u16, feed: &mut Feed) {
-    let name: Arc<str> = format!("{host}:{port}").into();
-    let mut last: Option<Vec<IpAddr>> = None;
+/// when no longer needed).
+pub async fn follow(dns: &Dns, host: &Arc<str>, port: u16, feed: &mut Feed) {
+    let mut follower = DnsFollower::new(host.clone(), port);
     loop {
-        let wait = match dns.resolve(host).await {
+        let wait = follower.refresh(dns, feed).await;
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One name followed in DNS. Names DNS does not know pass through; on failures the last answer
+/// stays in use.
+pub struct DnsFollower {
+    host: Arc<str>,
+    port: u16,
+    name: Arc<str>,
+    last: Option<Vec<IpAddr>>,
+}
+
+impl DnsFollower {
+    pub fn new(host: Arc<str>, port: u16) -> Self {
+        let name = format!("{host}:{port}").into();
+        DnsFollower {
+            host,
+            port,
+            name,
+            last: None,
+        }
+    }
+
+    /// Resolves once and publishes a changed answer; returns when to refresh again.
+    pub async fn refresh(&mut self, dns: &Dns, feed: &mut Feed) -> Duration {
+        let name = &self.name;
+        match dns.resolve(&self.host).await {
             Ok(answer) => {
                 feed.metrics().dns("ok");
                 feed.set_stale(false);
-                if last.as_ref() != Some(&answer.addrs) {
+                if self.last.as_ref() != Some(&answer.addrs) {
                     let specs: Vec<EndpointSpec> = answer
                         .addrs
                         .iter()
-                        .map(|ip| EndpointSpec::plain(SocketAddr::new(*ip, port)))
+                        .map(|ip| EndpointSpec::plain(SocketAddr::new(*ip, self.port)))
                         .collect();
                     debug!(name = %name, addrs = ?answer.addrs, "DNS answer");
-                    feed.publish_service(name.clone(), Origin::Dns, &specs, &[]);
-                    last = Some(answer.addrs);
+                    feed.publish_service(
+                        name.clone(),
+                        Origin::Dns,
+                        &specs,
+                        &[],
+                        Default::default(),
+                    );
+                    self.last = Some(answer.addrs);
                 }
                 answer.valid_for
             }
             Err(DnsError::NotFound { .. }) => {
                 feed.metrics().dns("not_found");
                 feed.set_stale(false);
-                if last.take().is_some() || matches!(feed.current(), Resolution::Pending) {
+                if self.last.take().is_some() || !matches!(feed.current(), Resolution::Passthrough)
+                {
                     feed.publish(Resolution::Passthrough);
                 }
                 dns.ttl().min
             }
             Err(err) => {
                 feed.metrics().dns("error");
-                if last.is_some() {
+                if self.last.is_some() {
                     warn!(name = %name, error = %err, "DNS failed; using last known endpoints for {name}");
                     feed.set_stale(true);
                 } else if matches!(feed.current(), Resolution::Pending) {
@@ -202,8 +239,7 @@ pub async fn follow(dns: &Dns, host: &str, port: u16, feed: &mut Feed) {
                 }
                 dns.ttl().min
             }
-        };
-        tokio::time::sleep(wait).await;
+        }
     }
 }
 
@@ -218,8 +254,14 @@ mod tests {
             max: Duration::from_secs(60),
         };
         assert_eq!(bounds.clamp(Duration::ZERO), Duration::from_secs(5));
-        assert_eq!(bounds.clamp(Duration::from_secs(30)), Duration::from_secs(30));
-        assert_eq!(bounds.clamp(Duration::from_secs(86400)), Duration::from_secs(60));
+        assert_eq!(
+            bounds.clamp(Duration::from_secs(30)),
+            Duration::from_secs(30)
+        );
+        assert_eq!(
+            bounds.clamp(Duration::from_secs(86400)),
+            Duration::from_secs(60)
+        );
     }
 
     #[tokio::test]

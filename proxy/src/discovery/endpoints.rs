@@ -98,7 +98,7 @@ mod tests {
         let a = EndpointSpec::plain("10.0.0.1:80".parse().unwrap());
         let b = EndpointSpec::plain("10.0.0.2:80".parse().unwrap());
         let svc: Arc<str> = "web.default:80".into();
-        let first = registry.endpoints(&svc, &[a.clone()]);
+        let first = registry.endpoints(&svc, std::slice::from_ref(&a));
         first[0]
             .load
             .observe(Duration::from_secs(3), Instant::now());

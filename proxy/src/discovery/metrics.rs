@@ -92,11 +92,10 @@ impl DiscoveryMetrics {
     }
 
     pub fn endpoint_requests(&self, upstream: &str, endpoint: SocketAddr) -> Counter {
-        self.endpoint_requests
-            .get_or_create_owned(&EndpointLabels {
-                upstream: upstream.to_string(),
-                endpoint: endpoint.to_string(),
-            })
+        self.endpoint_requests.get_or_create_owned(&EndpointLabels {
+            upstream: upstream.to_string(),
+            endpoint: endpoint.to_string(),
+        })
     }
 
     pub fn watch_started(&self) {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use prometheus_client::metrics::counter::Counter;
 use tokio::sync::watch;
+use weft_discovery_api::v1::ServicePolicy;
 
 use crate::balance::ewma::PeakEwma;
 
@@ -37,7 +38,10 @@ impl Key {
         if let Ok(addr) = authority.parse::<SocketAddr>() {
             return Some(Key::Addr(addr));
         }
-        if let Some(ip) = authority.strip_prefix('[').and_then(|a| a.strip_suffix(']')) {
+        if let Some(ip) = authority
+            .strip_prefix('[')
+            .and_then(|a| a.strip_suffix(']'))
+        {
             return Some(Key::Addr(SocketAddr::new(ip.parse().ok()?, default_port)));
         }
         let (host, port) = match authority.rsplit_once(':') {
@@ -109,6 +113,9 @@ pub struct Service {
     pub origin: Origin,
     pub endpoints: Vec<Endpoint>,
     pub split: Vec<Backend>,
+    /// The service's own policy (timeouts, retries, breaker); unset fields fall back to the
+    /// client's defaults. Empty for DNS names.
+    pub policy: Arc<ServicePolicy>,
 }
 
 impl Service {
@@ -160,7 +167,10 @@ mod tests {
             Key::from_authority("catalog:8080", 80),
             Some(name("catalog", 8080))
         );
-        assert_eq!(Key::from_authority("Catalog.", 80), Some(name("catalog", 80)));
+        assert_eq!(
+            Key::from_authority("Catalog.", 80),
+            Some(name("catalog", 80))
+        );
         assert_eq!(
             Key::from_authority("10.0.0.1:81", 80),
             Some(Key::Addr("10.0.0.1:81".parse().unwrap()))

@@ -1,6 +1,7 @@
 //! HTTP proxying: a hyper server per client connection, a tower stack per connection, and pooled
 //! upstream connections.
 
+pub mod balance;
 pub mod endpoint;
 pub mod error_response;
 pub mod hop_by_hop;

@@ -1,20 +1,21 @@
-//! The per-connection request stack, outermost first: metrics -> route -> error responses ->
-//! hop-by-hop headers -> upgrades -> inbound rate limit -> request timeout -> upstream limits ->
-//! retry -> per-try timeout -> endpoint client. Route runs before the error layer so that
-//! failures are logged with their target. Discovery and balancing slot in between the per-try
-//! timeout and the endpoint client.
+//! The per-connection request stack, outermost first: metrics -> route (logical service) ->
+//! error responses -> hop-by-hop headers -> upgrades -> inbound rate limit -> request timeout ->
+//! upstream limits -> retry -> per-try timeout -> balancer (split, endpoint) -> endpoint client.
+//! Route runs before the error layer so that failures are logged with their target; the balancer
+//! sits inside retries so that each attempt picks its endpoint afresh.
 
 use std::sync::Arc;
 
 use hyper::body::Incoming;
 use tower::ServiceBuilder;
 
+use super::balance::{Balance, BalanceLayer};
 use super::endpoint::EndpointClient;
 use super::error_response::{ErrorResponse, ErrorResponseLayer};
 use super::hop_by_hop::{HopByHop, HopByHopLayer};
 use super::pool::Pool;
 use super::request_metrics::{RequestMetrics, RequestMetricsLayer};
-use super::route::{Route, RouteLayer};
+use super::route::{Route, RouteLayer, Router};
 use super::target::Target;
 use super::upgrade::{Upgrade, UpgradeLayer};
 use crate::drain::Drain;
@@ -29,11 +30,14 @@ use crate::resilience::upstream::UpstreamState;
 type Resilient<S> = RateLimit<Timeout<ConcurrencyLimit<Retry<Timeout<S>>>>>;
 
 pub type Stack = RequestMetrics<
-    Route<ErrorResponse<HopByHop<Upgrade<Resilient<EndpointClient<ReplayBody<Incoming>>>>>>>,
+    Route<
+        ErrorResponse<HopByHop<Upgrade<Resilient<Balance<EndpointClient<ReplayBody<Incoming>>>>>>>,
+    >,
 >;
 
 pub fn build(
     target: Target,
+    router: Option<Router>,
     metrics: HttpMetrics,
     pool: Arc<Pool<ReplayBody<Incoming>>>,
     drain: Drain,
@@ -42,7 +46,7 @@ pub fn build(
 ) -> Stack {
     ServiceBuilder::new()
         .layer(RequestMetricsLayer::new(metrics))
-        .layer(RouteLayer::new(target))
+        .layer(RouteLayer::new(target, router))
         .layer(ErrorResponseLayer)
         .layer(HopByHopLayer)
         .layer(UpgradeLayer::new(drain))
@@ -52,5 +56,6 @@ pub fn build(
         .layer(ConcurrencyLimitLayer::new(upstream.clone()))
         .layer(RetryLayer::new(upstream.clone()))
         .layer(TimeoutLayer::new(TimeoutKind::PerTry, upstream))
+        .layer(BalanceLayer)
         .service(EndpointClient::new(pool))
 }

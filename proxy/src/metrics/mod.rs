@@ -14,6 +14,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::detect::{DetectOutcome, Protocol};
+use crate::discovery::metrics::DiscoveryMetrics;
 
 pub mod prometheus_text;
 pub mod resilience;
@@ -60,14 +61,21 @@ impl EncodeLabelValue for DetectOutcome {
     }
 }
 
-/// An upstream address as a label value ("ip:port"), kept as a `SocketAddr` so that building the
-/// label set does not allocate.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub struct Upstream(pub SocketAddr);
+/// An upstream as a label value: the logical service ("name.namespace:port") when discovery
+/// knows it, else the address ("ip:port"). Cheap to clone, so building a label set does not
+/// allocate.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum Upstream {
+    Addr(SocketAddr),
+    Service(std::sync::Arc<str>),
+}
 
 impl EncodeLabelValue for Upstream {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
-        write!(encoder, "{}", self.0)
+        match self {
+            Upstream::Addr(addr) => write!(encoder, "{addr}"),
+            Upstream::Service(name) => encoder.write_str(name),
+        }
     }
 }
 
@@ -133,6 +141,7 @@ pub struct Metrics {
     loop_refused: Family<DirLabels, Counter>,
     detect: Family<DetectLabels, Counter>,
     pub resilience: ResilienceMetrics,
+    discovery: DiscoveryMetrics,
 }
 
 impl Default for Metrics {
@@ -156,6 +165,7 @@ impl Metrics {
             loop_refused: Family::default(),
             detect: Family::default(),
             resilience: ResilienceMetrics::default(),
+            discovery: DiscoveryMetrics::register(&mut registry),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the encoder.
@@ -215,6 +225,11 @@ impl Metrics {
             resilience,
             ..metrics
         }
+    }
+
+    /// The discovery client's metrics (registered here).
+    pub fn discovery(&self) -> DiscoveryMetrics {
+        self.discovery.clone()
     }
 
     /// The registry in the OpenMetrics text format.
@@ -300,16 +315,25 @@ impl Metrics {
         upstream: SocketAddr,
         protocol: Protocol,
     ) -> HttpMetrics {
-        let upstream = Upstream(upstream);
+        self.http_upstream(direction, Upstream::Addr(upstream), protocol)
+    }
+
+    /// Request metrics for one HTTP connection to a logical service or an address.
+    pub fn http_upstream(
+        &self,
+        direction: Direction,
+        upstream: Upstream,
+        protocol: Protocol,
+    ) -> HttpMetrics {
         HttpMetrics {
             requests: self.requests.get_or_create_owned(&RequestLabels {
                 direction,
-                upstream,
+                upstream: upstream.clone(),
                 protocol,
             }),
             latency: self.latency.get_or_create_owned(&LatencyLabels {
                 direction,
-                upstream,
+                upstream: upstream.clone(),
             }),
             responses: self.responses.clone(),
             direction,
@@ -354,7 +378,7 @@ impl HttpMetrics {
         self.responses
             .get_or_create(&ResponseLabels {
                 direction: self.direction,
-                upstream: self.upstream,
+                upstream: self.upstream.clone(),
                 status_code: status,
                 protocol: self.protocol,
             })

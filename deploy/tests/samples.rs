@@ -212,6 +212,10 @@ fn all_kinds_get_every_setting_applied() {
             [
                 ("WEFT_OPAQUE_PORTS", "25,3306,8000-8010"),
                 ("WEFT_DETECT_TIMEOUT", "500ms"),
+                ("WEFT_DISCOVERY_WAIT", "500ms"),
+                ("WEFT_DISCOVERY_IDLE_TIMEOUT", "5m"),
+                ("WEFT_DNS_MIN_TTL", "1s"),
+                ("WEFT_DNS_MAX_TTL", "5m"),
                 ("WEFT_CONNECT_TIMEOUT", "2s"),
                 ("WEFT_SHUTDOWN_GRACE", "45s"),
                 ("WEFT_LOG", "warn,weft=debug"),

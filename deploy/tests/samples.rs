@@ -232,6 +232,7 @@ fn all_kinds_get_every_setting_applied() {
                 ("WEFT_RETRY_BACKOFF", "50ms"),
                 ("WEFT_MAX_PENDING", "100"),
                 ("WEFT_MAX_IN_FLIGHT", "256"),
+                ("WEFT_MAX_CONNECTIONS", "100"),
                 ("WEFT_INBOUND_RATE_LIMIT", "100/s"),
                 ("WEFT_INBOUND_RATE_LIMIT_PER_CLIENT", "600/m"),
             ]

@@ -130,6 +130,10 @@ pub struct ProxyConfig {
     #[arg(long, env = "WEFT_MAX_IN_FLIGHT", default_value = defaults::MAX_IN_FLIGHT, value_parser = weft_settings::parse_count)]
     pub max_in_flight: u32,
 
+    /// Outbound: connections per upstream open at once; a request needing one more gets 503.
+    #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value = defaults::MAX_CONNECTIONS, value_parser = weft_settings::parse_count)]
+    pub max_connections: u32,
+
     /// Inbound: requests per period the pod accepts in all (e.g. 100/s); unset: no limit.
     #[arg(long, env = "WEFT_INBOUND_RATE_LIMIT", value_parser = weft_settings::parse_rate)]
     pub inbound_rate_limit: Option<Rate>,
@@ -158,6 +162,7 @@ impl ProxyConfig {
             limits: LimitsPolicy {
                 max_pending: self.max_pending,
                 max_in_flight: self.max_in_flight,
+                max_connections: self.max_connections,
             },
         }
     }

@@ -335,3 +335,47 @@ fn bad_resilience_setting_stops_start_up_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn over_the_connection_limit_is_503_overloaded() {
+    let ns = Netns::new();
+    let name = ns.name.clone();
+    ns.run(move || async move {
+        spawn_scripted(listen("127.0.0.2:8080").await, false, |n| {
+            if n == 1 {
+                Answer::After(Duration::from_secs(2))
+            } else {
+                Answer::Status(200)
+            }
+        });
+        let _proxy = Proxy::start(&name, &[("WEFT_MAX_CONNECTIONS", "1")]).await;
+        let mut slow = h1_client("127.0.0.2:8080").await;
+        let slow = tokio::spawn(async move { slow.send_request(request("GET", "/", b"")).await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // HTTP/1 carries one request at a time: this one would need a second connection.
+        let mut client = h1_client("127.0.0.2:8080").await;
+        let resp = within("GET", client.send_request(request("GET", "/", b"")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 503);
+        assert_eq!(resp.headers()["weft-error"], "overloaded");
+        let resp = within("slow GET", slow).await.unwrap().unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.into_body().collect().await.unwrap();
+        // The pooled connection is free again and is reused: no new connection needed.
+        client.ready().await.unwrap();
+        let resp = within("GET", client.send_request(request("GET", "/", b"")))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let m = metrics().await;
+        assert_eq!(
+            sample(
+                &m,
+                r#"weft_overload_rejected_total{direction="outbound",upstream="127.0.0.2:8080",limit="connections"}"#
+            ),
+            Some(1.0),
+            "{m}"
+        );
+    });
+}

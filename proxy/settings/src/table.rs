@@ -356,6 +356,14 @@ pub const SETTINGS: &[Setting] = &[
         example: "256",
     },
     Setting {
+        annotation: "max-connections",
+        target: Target::ProxyEnv("WEFT_MAX_CONNECTIONS"),
+        kind: Kind::Count,
+        default: Some("1024"),
+        summary: "Outbound: connections per upstream open at once; a request that needs one more is refused with 503 `weft-error: overloaded`.",
+        example: "100",
+    },
+    Setting {
         annotation: "inbound-rate-limit",
         target: Target::ProxyEnv("WEFT_INBOUND_RATE_LIMIT"),
         kind: Kind::Rate,

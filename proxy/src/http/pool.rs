@@ -20,6 +20,7 @@ use super::endpoint::EndpointError;
 use super::hop_by_hop::is_upgrade_request;
 use super::target::{HttpVersion, Target};
 use crate::connect::connect;
+use crate::resilience::limits::{ConnectionSlot, ConnectionSlots};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -118,7 +119,8 @@ where
                 },
             }
         }
-        let mut conn = self.connect_h1(addr).await?;
+        let slot = connection_slot(&req)?;
+        let mut conn = self.connect_h1(addr, slot).await?;
         let resp = conn
             .send_request(req)
             .await
@@ -137,7 +139,8 @@ where
         let mut conn = match self.cached_h2(addr) {
             Some(conn) => conn,
             None => {
-                let conn = self.connect_h2(addr).await?;
+                let slot = connection_slot(&req)?;
+                let conn = self.connect_h2(addr, slot).await?;
                 self.lock_h2().insert(addr, conn.clone());
                 conn
             }
@@ -188,7 +191,11 @@ where
         h2.get(&addr).filter(|conn| !conn.is_closed()).cloned()
     }
 
-    async fn connect_h1(&self, addr: SocketAddr) -> Result<http1::SendRequest<B>, EndpointError> {
+    async fn connect_h1(
+        &self,
+        addr: SocketAddr,
+        slot: Option<ConnectionSlot>,
+    ) -> Result<http1::SendRequest<B>, EndpointError> {
         let stream = connect(addr, self.connect_timeout).await?;
         let (sender, conn) = self
             .h1_builder
@@ -196,6 +203,8 @@ where
             .await
             .map_err(|source| EndpointError::Handshake { addr, source })?;
         tokio::spawn(async move {
+            // The connection counts against its upstream's limit for as long as it is open.
+            let _slot = slot;
             if let Err(err) = conn.with_upgrades().await {
                 debug!(upstream = %addr, error = %err, "upstream HTTP/1 connection ended with an error");
             }
@@ -203,7 +212,11 @@ where
         Ok(sender)
     }
 
-    async fn connect_h2(&self, addr: SocketAddr) -> Result<http2::SendRequest<B>, EndpointError> {
+    async fn connect_h2(
+        &self,
+        addr: SocketAddr,
+        slot: Option<ConnectionSlot>,
+    ) -> Result<http2::SendRequest<B>, EndpointError> {
         let stream = connect(addr, self.connect_timeout).await?;
         let (sender, conn) = self
             .h2_builder
@@ -211,6 +224,7 @@ where
             .await
             .map_err(|source| EndpointError::Handshake { addr, source })?;
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(err) = conn.await {
                 debug!(upstream = %addr, error = %err, "upstream HTTP/2 connection ended with an error");
             }
@@ -239,6 +253,14 @@ where
                 idle.since -= by;
             }
         }
+    }
+}
+
+/// A place under the upstream's connection limit, when the request carries one.
+fn connection_slot<B>(req: &Request<B>) -> Result<Option<ConnectionSlot>, EndpointError> {
+    match req.extensions().get::<Arc<ConnectionSlots>>() {
+        Some(slots) => Ok(Some(slots.try_open()?)),
+        None => Ok(None),
     }
 }
 

@@ -157,6 +157,7 @@ impl ResilienceMetrics {
             per_try_timeouts: timeout(TimeoutKind::PerTry),
             overload_pending: overload(Limit::Pending),
             overload_in_flight: overload(Limit::InFlight),
+            overload_connections: overload(Limit::Connections),
         }
     }
 
@@ -174,6 +175,7 @@ pub struct UpstreamMetrics {
     per_try_timeouts: Counter,
     overload_pending: Counter,
     overload_in_flight: Counter,
+    overload_connections: Counter,
 }
 
 impl UpstreamMetrics {
@@ -196,6 +198,7 @@ impl UpstreamMetrics {
         match limit {
             Limit::Pending => self.overload_pending.inc(),
             Limit::InFlight => self.overload_in_flight.inc(),
+            Limit::Connections => self.overload_connections.inc(),
         };
     }
 }

@@ -1,6 +1,8 @@
 //! Per-upstream limits: at most `max_in_flight` requests at once (each until its response body
 //! ends) and at most `max_pending` more waiting for a slot. Past both, a request is refused at
 //! once with 503 `weft-error: overloaded` (gRPC: UNAVAILABLE) instead of queueing without bound.
+//! The upstream's connection count (`max_connections`) travels with each request as an
+//! extension, so the pool can refuse to open one connection too many the same way.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,12 +20,14 @@ use super::error::ResilienceError;
 use super::policy::LimitsPolicy;
 use super::upstream::UpstreamState;
 use crate::http::endpoint::EndpointError;
+use crate::metrics::resilience::UpstreamMetrics;
 
 /// Which limit refused a request (the `limit` label of `weft_overload_rejected_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Limit {
     Pending,
     InFlight,
+    Connections,
 }
 
 impl Limit {
@@ -31,6 +35,7 @@ impl Limit {
         match self {
             Limit::Pending => "pending",
             Limit::InFlight => "in_flight",
+            Limit::Connections => "connections",
         }
     }
 
@@ -38,6 +43,7 @@ impl Limit {
         match self {
             Limit::Pending => "already waiting",
             Limit::InFlight => "already in flight",
+            Limit::Connections => "in flight on every allowed connection",
         }
     }
 
@@ -45,6 +51,7 @@ impl Limit {
         match self {
             Limit::Pending => "WEFT_MAX_PENDING / weft.io/max-pending",
             Limit::InFlight => "WEFT_MAX_IN_FLIGHT / weft.io/max-in-flight",
+            Limit::Connections => "WEFT_MAX_CONNECTIONS / weft.io/max-connections",
         }
     }
 }
@@ -56,16 +63,22 @@ pub struct UpstreamLimits {
     max_in_flight: u32,
     pending: AtomicU32,
     max_pending: u32,
+    connections: Arc<ConnectionSlots>,
 }
 
 impl UpstreamLimits {
-    pub fn new(policy: &LimitsPolicy) -> Self {
+    pub fn new(policy: &LimitsPolicy, metrics: UpstreamMetrics) -> Self {
         let permits = (policy.max_in_flight as usize).min(Semaphore::MAX_PERMITS);
         UpstreamLimits {
             in_flight: Arc::new(Semaphore::new(permits)),
             max_in_flight: policy.max_in_flight,
             pending: AtomicU32::new(0),
             max_pending: policy.max_pending,
+            connections: Arc::new(ConnectionSlots {
+                open: AtomicU32::new(0),
+                max: policy.max_connections,
+                metrics,
+            }),
         }
     }
 
@@ -82,6 +95,47 @@ impl UpstreamLimits {
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.max_in_flight as usize - self.in_flight.available_permits()
+    }
+}
+
+/// The connections open to one upstream (a request extension, read by the pool).
+#[derive(Debug)]
+pub struct ConnectionSlots {
+    open: AtomicU32,
+    max: u32,
+    metrics: UpstreamMetrics,
+}
+
+impl ConnectionSlots {
+    /// A place for one more connection, held until the connection ends; counted and refused
+    /// when the upstream already has `max`.
+    pub fn try_open(self: &Arc<Self>) -> Result<ConnectionSlot, ResilienceError> {
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .map(|_| ConnectionSlot(self.clone()))
+            .map_err(|_| {
+                self.metrics.overloaded(Limit::Connections);
+                ResilienceError::Overloaded {
+                    limit: Limit::Connections,
+                    max: self.max,
+                }
+            })
+    }
+
+    pub fn open(&self) -> u32 {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+/// One open connection's place under `max_connections`.
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<ConnectionSlots>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -138,8 +192,9 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let limits = self.upstream.limits.clone();
+        req.extensions_mut().insert(limits.connections.clone());
         if let Ok(permit) = limits.in_flight.clone().try_acquire_owned() {
             let fut = self.inner.call(req);
             return Box::pin(async move { Ok(fut.await?.map(|b| Limited::new(b, permit))) });
@@ -147,7 +202,7 @@ where
         let refused = |limit| {
             let max = match limit {
                 Limit::Pending => limits.max_pending,
-                Limit::InFlight => limits.max_in_flight,
+                Limit::InFlight | Limit::Connections => limits.max_in_flight,
             };
             self.upstream.metrics.overloaded(limit);
             let err: EndpointError = ResilienceError::Overloaded { limit, max }.into();
@@ -321,6 +376,43 @@ mod tests {
                 .render()
                 .unwrap()
                 .contains(r#"limit="in_flight"} 1"#)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_carry_the_connection_count_for_the_pool() {
+        let (upstream, metrics) = upstream_with(PolicyOverrides {
+            max_connections: Some(2),
+            ..Default::default()
+        });
+        let svc = ConcurrencyLimitLayer::new(upstream).layer(tower::service_fn(
+            |req: Request<()>| async move {
+                let slots = req
+                    .extensions()
+                    .get::<Arc<ConnectionSlots>>()
+                    .cloned()
+                    .unwrap();
+                Ok::<_, EndpointError>(Response::new(slots))
+            },
+        ));
+        let slots = svc
+            .oneshot(Request::new(()))
+            .await
+            .unwrap()
+            .into_body()
+            .inner;
+        let a = slots.try_open().unwrap();
+        let _b = slots.try_open().unwrap();
+        let err = slots.try_open().unwrap_err();
+        assert!(err.to_string().contains("WEFT_MAX_CONNECTIONS"), "{err}");
+        drop(a);
+        assert_eq!(slots.open(), 1);
+        assert!(slots.try_open().is_ok());
+        assert!(
+            metrics
+                .render()
+                .unwrap()
+                .contains(r#"limit="connections"} 1"#)
         );
     }
 

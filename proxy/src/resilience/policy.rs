@@ -21,6 +21,7 @@ pub mod defaults {
     pub const RETRY_BACKOFF: &str = "25ms";
     pub const MAX_PENDING: &str = "1024";
     pub const MAX_IN_FLIGHT: &str = "1024";
+    pub const MAX_CONNECTIONS: &str = "1024";
 }
 
 /// The effective policy for one request.
@@ -56,6 +57,8 @@ pub struct LimitsPolicy {
     pub max_pending: u32,
     /// Requests to the upstream at once (until their response body ends).
     pub max_in_flight: u32,
+    /// Connections open to the upstream at once.
+    pub max_connections: u32,
 }
 
 impl Default for ResiliencePolicy {
@@ -82,6 +85,7 @@ impl Default for ResiliencePolicy {
             limits: LimitsPolicy {
                 max_pending: 1024,
                 max_in_flight: 1024,
+                max_connections: 1024,
             },
         }
     }
@@ -96,6 +100,7 @@ impl ResiliencePolicy {
         policy.limits = LimitsPolicy {
             max_pending: u32::MAX,
             max_in_flight: u32::MAX,
+            max_connections: u32::MAX,
         };
         policy
     }
@@ -123,6 +128,7 @@ impl ResiliencePolicy {
         set(&mut p.retry.backoff_max, o.retry_backoff_max);
         set(&mut p.limits.max_pending, o.max_pending);
         set(&mut p.limits.max_in_flight, o.max_in_flight);
+        set(&mut p.limits.max_connections, o.max_connections);
         p
     }
 
@@ -158,6 +164,7 @@ pub struct PolicyOverrides {
     pub retry_backoff_max: Option<Duration>,
     pub max_pending: Option<u32>,
     pub max_in_flight: Option<u32>,
+    pub max_connections: Option<u32>,
 }
 
 /// Overrides for requests whose path starts with `path_prefix` and, when `methods` is not
@@ -217,6 +224,10 @@ mod tests {
         );
         assert_eq!(p.limits.max_pending.to_string(), defaults::MAX_PENDING);
         assert_eq!(p.limits.max_in_flight.to_string(), defaults::MAX_IN_FLIGHT);
+        assert_eq!(
+            p.limits.max_connections.to_string(),
+            defaults::MAX_CONNECTIONS
+        );
     }
 
     fn client() -> ResiliencePolicy {

@@ -24,7 +24,7 @@ pub struct UpstreamState {
 impl UpstreamState {
     pub fn new(policy: Arc<ResiliencePolicy>, metrics: UpstreamMetrics) -> Self {
         UpstreamState {
-            limits: Arc::new(UpstreamLimits::new(&policy.limits)),
+            limits: Arc::new(UpstreamLimits::new(&policy.limits, metrics.clone())),
             budget: RetryBudget::new(),
             policy,
             metrics,

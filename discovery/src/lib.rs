@@ -14,6 +14,7 @@ pub mod problem;
 pub mod server;
 pub mod source;
 pub mod translator;
+pub mod watch_client;
 pub mod watch_state;
 
 pub use index::{Index, IndexConfig, ServiceState};

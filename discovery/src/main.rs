@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use clap::{Parser, ValueEnum};
+use clap::{Parser, Subcommand, ValueEnum};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
@@ -17,11 +17,19 @@ use weft_discovery::source::{FileSource, KubernetesSource, ObjectSink, Source};
 use weft_discovery::{IndexConfig, Translator, WatchService};
 
 #[derive(Parser)]
-#[command(name = "weft-discovery", version, about = "Weft's discovery service")]
+#[command(
+    name = "weft-discovery",
+    version,
+    about = "Weft's discovery service",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Where Services, EndpointSlices and Pods come from.
-    #[arg(long, env = "WEFT_DISCOVERY_SOURCE", value_enum)]
-    source: SourceKind,
+    #[arg(long, env = "WEFT_DISCOVERY_SOURCE", value_enum, required = true)]
+    source: Option<SourceKind>,
     /// The directory of YAML files (--source file).
     #[arg(long, env = "WEFT_DISCOVERY_DIR", required_if_eq("source", "file"))]
     dir: Option<PathBuf>,
@@ -40,6 +48,27 @@ struct Cli {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "WEFT_LOG", default_value = "info", value_parser = weft_settings::parse_log_filter)]
     log: String,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Watch one target as a proxy would and print each update on a line.
+    Watch {
+        /// "IP:port" or "host:port".
+        target: String,
+        /// The discovery service.
+        #[arg(long, default_value = "127.0.0.1:8086")]
+        addr: String,
+        /// The namespace a bare name is resolved in (the watching pod's).
+        #[arg(long, default_value = "")]
+        namespace: String,
+        /// Exit after this many updates (default: run until the stream ends).
+        #[arg(long)]
+        updates: Option<usize>,
+        /// Give up after this long.
+        #[arg(long, default_value = "30s", value_parser = weft_settings::parse_duration)]
+        timeout: Duration,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -74,11 +103,30 @@ fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
         .init();
-    tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .context("starting the async runtime")?
-        .block_on(run(cli))
+        .context("starting the async runtime")?;
+    match cli.command {
+        Some(Command::Watch {
+            target,
+            addr,
+            namespace,
+            updates,
+            timeout,
+        }) => {
+            runtime.block_on(weft_discovery::watch_client::watch(
+                &addr,
+                &target,
+                &namespace,
+                updates,
+                timeout,
+                |line| println!("{line}"),
+            ))?;
+            Ok(())
+        }
+        None => runtime.block_on(run(cli)),
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -93,7 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("--admin {}: cannot bind", cli.admin))?;
 
-    let source = match cli.source {
+    let source = match cli.source.context("--source is required")? {
         SourceKind::File => {
             let dir = cli.dir.context("--dir is required with --source file")?;
             tokio::spawn(run_source(FileSource::new(dir)?, sink))

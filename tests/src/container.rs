@@ -2,7 +2,7 @@
 //! and how a container becomes an argv + environment on this machine.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -109,12 +109,21 @@ pub struct PodFacts<'a> {
 }
 
 impl ContainerSpec {
-    /// True when the image's repository basename is `weft-proxy` (any registry, tag or digest).
-    pub fn is_proxy_image(&self) -> bool {
+    /// The binary of this build the image stands for, when its repository basename (any
+    /// registry, tag or digest) is one of [`crate::proxy_bin::BUILT`].
+    pub fn built_binary(&self) -> Option<&'static str> {
         let without_digest = self.image.split('@').next().unwrap_or_default();
         let basename = without_digest.rsplit('/').next().unwrap_or_default();
         let repository = basename.split(':').next().unwrap_or_default();
-        repository == "weft-proxy"
+        crate::proxy_bin::BUILT
+            .iter()
+            .map(|b| b.name)
+            .find(|name| *name == repository)
+    }
+
+    /// True when the image's repository basename is `weft-proxy` (any registry, tag or digest).
+    pub fn is_proxy_image(&self) -> bool {
+        self.built_binary() == Some(crate::proxy_bin::PROXY.name)
     }
 
     /// Resolves a port given by number or by the name of one of this container's ports.
@@ -161,11 +170,12 @@ impl ContainerSpec {
     }
 
     /// The argv to run: `command` + `args` with `$(VAR)` references expanded as Kubernetes does;
-    /// for weft-proxy images `command[0]` (or the missing command) becomes the built binary.
+    /// for images of this build (weft-proxy, weft-discovery) `command[0]` (or the missing
+    /// command) becomes the built binary, found in `binaries` by name.
     pub fn argv(
         &self,
         env: &[(String, String)],
-        proxy_bin: Option<&Path>,
+        binaries: &BTreeMap<String, PathBuf>,
     ) -> Result<Vec<String>, String> {
         let mut argv: Vec<String> = self
             .command
@@ -173,9 +183,10 @@ impl ContainerSpec {
             .chain(self.args.iter())
             .map(|a| expand_references(a, env))
             .collect();
-        if self.is_proxy_image() {
-            let bin = proxy_bin
-                .ok_or_else(|| "the weft-proxy binary was not found".to_string())?
+        if let Some(name) = self.built_binary() {
+            let bin = binaries
+                .get(name)
+                .ok_or_else(|| format!("the {name} binary was not found"))?
                 .display()
                 .to_string();
             if self.command.is_empty() {
@@ -289,15 +300,27 @@ mod tests {
             "name": "weft-init", "image": "ghcr.io/weft-mesh/weft-proxy:0.1.0",
             "command": ["weft-proxy"], "args": ["init", "--proxy-uid", "2102"]
         }));
-        let argv = c.argv(&[], Some(Path::new("/x/weft-proxy"))).unwrap();
+        let binaries = BTreeMap::from([("weft-proxy".to_string(), PathBuf::from("/x/weft-proxy"))]);
+        let argv = c.argv(&[], &binaries).unwrap();
         assert_eq!(argv, ["/x/weft-proxy", "init", "--proxy-uid", "2102"]);
-        assert!(c.argv(&[], None).is_err());
+        assert!(c.argv(&[], &BTreeMap::new()).is_err());
+        let discovery = container(serde_json::json!({
+            "name": "discovery", "image": "weft-discovery:dev", "args": ["--source", "file"]
+        }));
+        let binaries = BTreeMap::from([(
+            "weft-discovery".to_string(),
+            PathBuf::from("/x/weft-discovery"),
+        )]);
+        assert_eq!(
+            discovery.argv(&[], &binaries).unwrap(),
+            ["/x/weft-discovery", "--source", "file"]
+        );
     }
 
     #[test]
     fn plain_container_needs_a_command() {
         let c = container(serde_json::json!({"name": "app", "image": "python", "args": ["x"]}));
-        assert!(c.argv(&[], None).unwrap_err().contains("app"));
+        assert!(c.argv(&[], &BTreeMap::new()).unwrap_err().contains("app"));
     }
 
     #[test]
@@ -314,7 +337,7 @@ mod tests {
         assert_eq!(env[0], ("POD".into(), "web-0".into()));
         assert_eq!(env[1], ("IP".into(), "198.18.0.7".into()));
         assert_eq!(env[2], ("GREETING".into(), "hi-web-0".into()));
-        let argv = c.argv(&env, None).unwrap();
+        let argv = c.argv(&env, &BTreeMap::new()).unwrap();
         assert_eq!(argv[1], "hi-web-0 web-0 $(POD) $(NOPE)");
     }
 

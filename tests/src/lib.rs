@@ -15,7 +15,9 @@
 
 mod address;
 mod cleanup;
+mod cluster_dir;
 mod container;
+mod control_plane;
 mod dnat;
 mod error;
 mod hosts;
@@ -37,6 +39,8 @@ mod volumes;
 mod workload;
 
 pub use cleanup::{DownTarget, down};
+pub use cluster_dir::ZONE;
+pub use control_plane::{COMPONENTS, Component, ControlPlane, DISCOVERY};
 pub use error::TestbedError;
 pub use identity_ca::IdentityCa;
 pub use metrics::metric_value;

@@ -19,16 +19,19 @@ pub struct Plan {
 }
 
 /// Parses, injects and plans the manifests.
-pub fn plan(yaml: &str) -> Result<Plan, TestbedError> {
-    let docs = injected_documents(yaml)?;
+pub fn plan(yaml: &str, inject: &weft_inject::InjectOptions) -> Result<Plan, TestbedError> {
+    let docs = injected_documents(yaml, inject)?;
     plan_documents(&docs)
 }
 
 /// The documents after injection: the same parsing and sidecar injection as production.
-fn injected_documents(yaml: &str) -> Result<Vec<Value>, TestbedError> {
+fn injected_documents(
+    yaml: &str,
+    inject: &weft_inject::InjectOptions,
+) -> Result<Vec<Value>, TestbedError> {
     let docs =
         weft_inject::parse_manifests(yaml).map_err(|e| TestbedError::Manifest(e.to_string()))?;
-    weft_inject::inject(docs, &weft_inject::InjectOptions::default())
+    weft_inject::inject(docs, inject)
         .map_err(|e| TestbedError::Manifest(format!("injecting the sidecar: {e}")))
 }
 
@@ -54,6 +57,7 @@ struct Meta {
     name: String,
     namespace: String,
     labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
 }
 
 impl Meta {
@@ -63,6 +67,7 @@ impl Meta {
             name: string_at(meta, "name").unwrap_or_default(),
             namespace: string_at(meta, "namespace").unwrap_or_else(|| "default".to_string()),
             labels: string_map(meta.and_then(|m| m.get("labels"))),
+            annotations: string_map(meta.and_then(|m| m.get("annotations"))),
         }
     }
 }
@@ -92,16 +97,14 @@ fn workload(kind: WorkloadKind, meta: &Meta, doc: &Value) -> Result<Workload, Te
         )));
     }
     let spec = doc.get("spec");
-    let (labels, pod_spec_value) = match kind {
-        WorkloadKind::Pod => (meta.labels.clone(), spec),
+    let (labels, annotations, pod_spec_value) = match kind {
+        WorkloadKind::Pod => (meta.labels.clone(), meta.annotations.clone(), spec),
         _ => {
             let template = spec.and_then(|s| s.get("template"));
+            let template_meta = template.and_then(|t| t.get("metadata"));
             (
-                string_map(
-                    template
-                        .and_then(|t| t.get("metadata"))
-                        .and_then(|m| m.get("labels")),
-                ),
+                string_map(template_meta.and_then(|m| m.get("labels"))),
+                string_map(template_meta.and_then(|m| m.get("annotations"))),
                 template.and_then(|t| t.get("spec")),
             )
         }
@@ -130,6 +133,7 @@ fn workload(kind: WorkloadKind, meta: &Meta, doc: &Value) -> Result<Workload, Te
         namespace: meta.namespace.clone(),
         replicas,
         labels,
+        annotations,
         spec: pod_spec,
         service_name: string_at(spec, "serviceName"),
     })
@@ -152,6 +156,7 @@ fn service(meta: &Meta, doc: &Value) -> Result<Service, TestbedError> {
         name: meta.name.clone(),
         namespace: meta.namespace.clone(),
         selector: string_map(spec.and_then(|s| s.get("selector"))),
+        annotations: meta.annotations.clone(),
         ports,
         requested_cluster_ip: string_at(spec, "clusterIP"),
     })
@@ -160,6 +165,10 @@ fn service(meta: &Meta, doc: &Value) -> Result<Service, TestbedError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan_str(yaml: &str) -> Result<Plan, TestbedError> {
+        plan(yaml, &Default::default())
+    }
 
     const YAML: &str = r#"
 apiVersion: v1
@@ -209,7 +218,7 @@ spec:
 
     #[test]
     fn plans_workloads_services_and_skips_cronjobs() {
-        let plan = plan(YAML).unwrap();
+        let plan = plan(YAML, &Default::default()).unwrap();
         assert_eq!(plan.workloads.len(), 2);
         let catalog = &plan.workloads[0];
         assert_eq!(
@@ -235,7 +244,7 @@ spec:
 
     #[test]
     fn workload_without_containers_is_an_error_naming_it() {
-        let err = plan("kind: Deployment\nmetadata: {name: empty}\nspec: {template: {spec: {containers: []}}}\n")
+        let err = plan_str("kind: Deployment\nmetadata: {name: empty}\nspec: {template: {spec: {containers: []}}}\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("Deployment default/empty"), "{err}");
@@ -243,7 +252,7 @@ spec:
 
     #[test]
     fn bad_replicas_is_an_error() {
-        let err = plan("kind: StatefulSet\nmetadata: {name: db}\nspec: {replicas: many, template: {spec: {containers: [{name: a}]}}}\n")
+        let err = plan_str("kind: StatefulSet\nmetadata: {name: db}\nspec: {replicas: many, template: {spec: {containers: [{name: a}]}}}\n")
             .unwrap_err()
             .to_string();
         assert!(err.contains("replicas"), "{err}");
@@ -252,7 +261,7 @@ spec:
     #[test]
     fn meshed_pods_come_out_injected() {
         let yaml = "kind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    metadata:\n      labels: {app: web}\n      annotations: {weft.io/inject: enabled}\n    spec:\n      containers: [{name: app, image: x, command: [sleep, '1']}]\n";
-        let plan = plan(yaml).unwrap();
+        let plan = plan(yaml, &Default::default()).unwrap();
         let spec = &plan.workloads[0].spec;
         assert_eq!(spec.init_containers[0].name, "weft-init");
         assert!(spec.init_containers[0].is_proxy_image());
@@ -266,6 +275,6 @@ spec:
 
     #[test]
     fn invalid_yaml_is_an_error() {
-        assert!(plan("kind: [unclosed").is_err());
+        assert!(plan_str("kind: [unclosed").is_err());
     }
 }

@@ -72,7 +72,8 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 pub struct PodContext<'a> {
     pub node_name: &'a str,
     pub log_dir: &'a Path,
-    pub proxy_bin: Option<&'a Path>,
+    /// Built binaries by name (see `proxy_bin::BUILT`).
+    pub binaries: &'a BTreeMap<String, PathBuf>,
     /// Where pod volumes are written (one directory per pod).
     pub volumes_dir: &'a Path,
     /// Tokens and ConfigMaps for those volumes.
@@ -224,7 +225,7 @@ impl Pod {
         };
         let env = spec.environment(&facts).map_err(bad)?;
         let env = volumes.rewrite_env(&spec.volume_mounts, env).map_err(bad)?;
-        let argv = spec.argv(&env, ctx.proxy_bin).map_err(bad)?;
+        let argv = spec.argv(&env, ctx.binaries).map_err(bad)?;
         let (uid, gid) = spec.identity(self.spec.security_context.as_ref());
         let file = OpenOptions::new()
             .create(true)

@@ -1,5 +1,6 @@
-//! Where the built `weft-proxy` binary is: an explicit path, `WEFT_PROXY_BIN`, or beside the
-//! running executable (test binaries live one level down, in target/<profile>/deps).
+//! Where the built binaries (`weft-proxy`, the control plane's) are: an explicit path, an
+//! environment variable (`WEFT_PROXY_BIN`, `WEFT_DISCOVERY_BIN`, ...), or beside the running
+//! executable (test binaries live one level down, in target/<profile>/deps).
 
 use std::path::{Path, PathBuf};
 
@@ -7,22 +8,44 @@ use crate::error::TestbedError;
 
 pub const ENV: &str = "WEFT_PROXY_BIN";
 
-pub fn locate(explicit: Option<&Path>) -> Result<PathBuf, TestbedError> {
+/// A binary the testbed runs in place of an image: the image's repository basename is the
+/// binary's name and its package's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BuiltBinary {
+    pub name: &'static str,
+    /// Environment variable that overrides where it is.
+    pub env: &'static str,
+}
+
+pub const PROXY: BuiltBinary = BuiltBinary {
+    name: "weft-proxy",
+    env: ENV,
+};
+pub const DISCOVERY: BuiltBinary = BuiltBinary {
+    name: "weft-discovery",
+    env: "WEFT_DISCOVERY_BIN",
+};
+/// Every image the testbed maps to a binary of this build.
+pub const BUILT: [BuiltBinary; 2] = [PROXY, DISCOVERY];
+
+pub fn locate_binary(bin: BuiltBinary, explicit: Option<&Path>) -> Result<PathBuf, TestbedError> {
     if let Some(path) = explicit {
         return check(
             path.to_path_buf(),
             "TestbedOptions::proxy_bin or --proxy-bin",
         );
     }
-    if let Some(path) = std::env::var_os(ENV) {
-        return check(PathBuf::from(path), ENV);
+    if let Some(path) = std::env::var_os(bin.env) {
+        return check(PathBuf::from(path), bin.env);
     }
     let exe = std::env::current_exe()
         .map_err(|e| TestbedError::ProxyBinary(format!("finding the running executable: {e}")))?;
-    next_to(&exe).ok_or_else(|| {
+    next_to(&exe, bin.name).ok_or_else(|| {
         TestbedError::ProxyBinary(format!(
-            "no weft-proxy beside {} or its parent directories; build it (cargo build -p weft-proxy) or set {ENV}",
-            exe.display()
+            "no {name} beside {} or its parent directories; build it (cargo build -p {name}) or set {}",
+            exe.display(),
+            bin.env,
+            name = bin.name,
         ))
     })
 }
@@ -60,20 +83,22 @@ pub fn runnable_by_others(path: &Path) -> bool {
 pub fn runnable_copy(path: &Path, dir: &Path) -> Result<PathBuf, TestbedError> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).map_err(|e| TestbedError::io("creating", dir, e))?;
-    let copy = dir.join("weft-proxy");
-    std::fs::copy(path, &copy)
-        .map_err(|e| TestbedError::io("copying the weft-proxy binary to", &copy, e))?;
+    let copy = dir.join(
+        path.file_name()
+            .unwrap_or(std::ffi::OsStr::new("weft-proxy")),
+    );
+    std::fs::copy(path, &copy).map_err(|e| TestbedError::io("copying the binary to", &copy, e))?;
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| TestbedError::io("making runnable", &copy, e))?;
     Ok(copy)
 }
 
-/// The first `weft-proxy` in the executable's directory or up to two levels above it.
-fn next_to(exe: &Path) -> Option<PathBuf> {
+/// The first `name` in the executable's directory or up to two levels above it.
+fn next_to(exe: &Path, name: &str) -> Option<PathBuf> {
     exe.ancestors()
         .skip(1)
         .take(3)
-        .map(|dir| dir.join("weft-proxy"))
+        .map(|dir| dir.join(name))
         .find(|candidate| candidate.is_file())
 }
 
@@ -87,7 +112,7 @@ mod tests {
         let deps = root.join("debug/deps");
         std::fs::create_dir_all(&deps).unwrap();
         std::fs::write(root.join("debug/weft-proxy"), b"").unwrap();
-        let found = next_to(&deps.join("e2e-0123"));
+        let found = next_to(&deps.join("e2e-0123"), "weft-proxy");
         std::fs::remove_dir_all(&root).unwrap();
         assert_eq!(found, Some(root.join("debug/weft-proxy")));
     }
@@ -117,7 +142,7 @@ mod tests {
 
     #[test]
     fn explicit_path_must_exist() {
-        let err = locate(Some(Path::new("/nonexistent/weft-proxy")))
+        let err = locate_binary(PROXY, Some(Path::new("/nonexistent/weft-proxy")))
             .unwrap_err()
             .to_string();
         assert!(err.contains("/nonexistent/weft-proxy"), "{err}");

@@ -34,6 +34,7 @@ pub struct Service {
     pub name: String,
     pub namespace: String,
     pub selector: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
     pub ports: Vec<ServicePort>,
     /// `spec.clusterIP` as written: None when unset, `None` (the string) for headless.
     pub requested_cluster_ip: Option<String>,
@@ -103,6 +104,7 @@ mod tests {
             name: "catalog".into(),
             namespace: "default".into(),
             selector: labels(&[("app", "catalog")]),
+            annotations: BTreeMap::new(),
             ports: vec![ServicePort {
                 name: Some("http".into()),
                 port: 80,

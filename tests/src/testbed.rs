@@ -10,8 +10,12 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
+use std::collections::BTreeMap;
+
 use crate::address::AddressPool;
 use crate::cleanup::{self, DownTarget};
+use crate::cluster_dir::{self, PodView, ServiceView};
+use crate::control_plane::ControlPlane;
 use crate::dnat::{self, ServiceRule};
 use crate::error::TestbedError;
 use crate::hosts::ServiceRecord;
@@ -44,6 +48,8 @@ pub struct TestbedOptions {
     pub name: Option<String>,
     /// Where instance state and logs live.
     pub state_root: PathBuf,
+    /// The control plane run (in namespace `weft`) when any pod is meshed.
+    pub control_plane: ControlPlane,
 }
 
 impl Default for TestbedOptions {
@@ -55,6 +61,7 @@ impl Default for TestbedOptions {
             stop_grace: Duration::from_secs(3),
             name: None,
             state_root: cleanup::default_state_root(),
+            control_plane: ControlPlane::default(),
         }
     }
 }
@@ -89,7 +96,10 @@ pub struct Testbed {
     services: Vec<ServiceEntry>,
     pod_addrs: AddressPool,
     next_seq: u32,
-    proxy_bin: Option<PathBuf>,
+    /// Built binaries standing in for images, by name (weft-proxy, weft-discovery).
+    binaries: BTreeMap<String, PathBuf>,
+    /// What weft-discovery's file source reads (see `cluster_dir`).
+    cluster_dir: PathBuf,
     /// The CA the control plane's weft-identity serves, when it runs: the source of pods' tokens
     /// and trust anchors.
     identity_ca: Option<IdentityCa>,
@@ -101,7 +111,8 @@ pub struct Testbed {
 impl Testbed {
     /// Injects and brings up the manifests; returns once every pod is ready.
     pub fn up(manifests_yaml: &str, opts: TestbedOptions) -> Result<Testbed, TestbedError> {
-        let plan = manifest::plan(manifests_yaml)?;
+        let inject = opts.control_plane.inject_options();
+        let mut plan = manifest::plan(manifests_yaml, &inject)?;
         for skipped in &plan.skipped {
             tracing::info!("skipping {skipped}: the testbed does not run CronJobs");
         }
@@ -129,10 +140,35 @@ impl Testbed {
             .iter()
             .flat_map(|w| w.spec.init_containers.iter().chain(&w.spec.containers))
             .any(|c| c.is_proxy_image());
+        let cluster_dir = state_dir.join("cluster");
+        // Meshed pods need the control plane; it starts first, so proxies find it up.
+        let control_workloads = if needs_proxy {
+            let control = manifest::plan(&opts.control_plane.manifests(&cluster_dir), &inject)?;
+            let count = control.workloads.len();
+            plan.workloads.splice(0..0, control.workloads);
+            plan.services.splice(0..0, control.services);
+            count
+        } else {
+            0
+        };
         // Located before anything is made, so a missing binary leaves nothing behind.
-        let proxy_bin = needs_proxy
-            .then(|| crate::proxy_bin::locate(opts.proxy_bin.as_deref()))
-            .transpose()?;
+        let mut binaries = BTreeMap::new();
+        for bin in crate::proxy_bin::BUILT {
+            let used = plan
+                .workloads
+                .iter()
+                .flat_map(|w| w.spec.init_containers.iter().chain(&w.spec.containers))
+                .any(|c| c.built_binary() == Some(bin.name));
+            if used {
+                let explicit = (bin == crate::proxy_bin::PROXY)
+                    .then_some(opts.proxy_bin.as_deref())
+                    .flatten();
+                binaries.insert(
+                    bin.name.to_string(),
+                    crate::proxy_bin::locate_binary(bin, explicit)?,
+                );
+            }
+        }
         let mut testbed = Testbed {
             node_netns: naming::node_netns(&instance),
             instance,
@@ -144,7 +180,8 @@ impl Testbed {
             services: Vec::new(),
             pod_addrs: AddressPool::pods(),
             next_seq: 0,
-            proxy_bin,
+            binaries,
+            cluster_dir,
             identity_ca: None,
             return_path: ReturnPath::BridgeNetfilter,
             detached: false,
@@ -155,12 +192,11 @@ impl Testbed {
         std::fs::create_dir_all(&testbed.log_dir)
             .map_err(|e| TestbedError::io("creating", &testbed.log_dir, e))?;
         testbed.save_state()?;
-        if let Some(found) = &testbed.proxy_bin
-            && !crate::proxy_bin::runnable_by_others(found)
-        {
-            // The sidecar runs as UID 2102; give it a copy it can reach.
-            let copy = crate::proxy_bin::runnable_copy(found, &testbed.state_dir.join("bin"))?;
-            testbed.proxy_bin = Some(copy);
+        for path in testbed.binaries.values_mut() {
+            if !crate::proxy_bin::runnable_by_others(path) {
+                // The sidecar runs as UID 2102; give it a copy it can reach.
+                *path = crate::proxy_bin::runnable_copy(path, &testbed.state_dir.join("bin"))?;
+            }
         }
         testbed.return_path = netns::create_node(&testbed.node_netns)?;
         if testbed.return_path == ReturnPath::Masquerade {
@@ -169,13 +205,22 @@ impl Testbed {
             );
         }
         testbed.assign_cluster_ips(plan.services)?;
-        let mut new_pods = Vec::new();
-        for w in 0..testbed.workloads.len() {
-            for replica in 0..testbed.workloads[w].replicas {
-                new_pods.push(testbed.create_pod(w, replica)?);
+        // The control plane first, ready before any application pod starts.
+        let phases = [
+            0..control_workloads,
+            control_workloads..testbed.workloads.len(),
+        ];
+        for workloads in phases {
+            let mut new_pods = Vec::new();
+            for w in workloads {
+                for replica in 0..testbed.workloads[w].replicas {
+                    new_pods.push(testbed.create_pod(w, replica)?);
+                }
+            }
+            if !new_pods.is_empty() {
+                testbed.start_pods(&new_pods)?;
             }
         }
-        testbed.start_pods(&new_pods)?;
         Ok(testbed)
     }
 
@@ -239,13 +284,14 @@ impl Testbed {
     /// DNS files for every pod, then containers of the new pods, readiness, service rules.
     fn start_pods(&mut self, new_pods: &[usize]) -> Result<(), TestbedError> {
         self.write_dns()?;
+        self.write_cluster_dir()?;
         let deadline = Instant::now() + self.opts.ready_timeout;
         let volumes_dir = self.state_dir.join("volumes");
         for &i in new_pods {
             let ctx = PodContext {
                 node_name: &self.node_netns,
                 log_dir: &self.log_dir,
-                proxy_bin: self.proxy_bin.as_deref(),
+                binaries: &self.binaries,
                 volumes_dir: &volumes_dir,
                 volume_source: match &self.identity_ca {
                     Some(ca) => ca,
@@ -260,8 +306,70 @@ impl Testbed {
         self.wait_ready(new_pods, deadline)?;
         // Headless names list ready pods only, so DNS is rewritten once they are.
         self.write_dns()?;
+        self.write_cluster_dir()?;
         self.apply_service_rules()?;
         self.save_state()
+    }
+
+    /// Rewrites the cluster directory from the current Services and pods (see `cluster_dir`).
+    fn write_cluster_dir(&self) -> Result<(), TestbedError> {
+        let services: Vec<ServiceView<'_>> = self
+            .services
+            .iter()
+            .map(|e| ServiceView {
+                service: &e.service,
+                cluster_ip: e.cluster_ip,
+            })
+            .collect();
+        let pods: Vec<PodView<'_>> = self
+            .pods
+            .iter()
+            .map(|p| PodView {
+                info: &p.info,
+                spec: &p.spec,
+                annotations: &self.workloads[p.workload].annotations,
+                ready: p.ready,
+            })
+            .collect();
+        cluster_dir::write(&self.cluster_dir, &cluster_dir::objects(&services, &pods))
+    }
+
+    /// The built binary standing in for an image (`weft-proxy`, `weft-discovery`), if any pod uses it.
+    pub fn binary(&self, name: &str) -> Option<&Path> {
+        self.binaries.get(name).map(PathBuf::as_path)
+    }
+
+    /// The directory of Service, EndpointSlice and Pod YAML the testbed keeps in step with its
+    /// view (weft-discovery's file source reads it).
+    pub fn cluster_dir(&self) -> &Path {
+        &self.cluster_dir
+    }
+
+    /// Sets (or with an empty value removes) an annotation of a Service given as `name` or
+    /// `name.namespace`, and rewrites its file: how tests change a service's policy live.
+    pub fn set_service_annotation(
+        &mut self,
+        service: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<(), TestbedError> {
+        let entry = self
+            .services
+            .iter_mut()
+            .find(|e| {
+                e.service.name == service
+                    || format!("{}.{}", e.service.name, e.service.namespace) == service
+            })
+            .ok_or_else(|| TestbedError::NoSuchService(service.to_string()))?;
+        if value.is_empty() {
+            entry.service.annotations.remove(key);
+        } else {
+            entry
+                .service
+                .annotations
+                .insert(key.to_string(), value.to_string());
+        }
+        self.write_cluster_dir()
     }
 
     fn wait_ready(&mut self, pods: &[usize], deadline: Instant) -> Result<(), TestbedError> {
@@ -437,6 +545,7 @@ impl Testbed {
             }
             self.apply_service_rules()?;
             self.write_dns()?;
+            self.write_cluster_dir()?;
             for &i in doomed.iter().rev() {
                 let pod = self.pods.remove(i);
                 self.stop_pods(std::slice::from_ref(&pod));
@@ -449,6 +558,7 @@ impl Testbed {
                     return Err(e);
                 }
             }
+            self.write_cluster_dir()?;
             self.save_state()
         } else {
             let mut new_pods = Vec::new();

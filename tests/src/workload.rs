@@ -44,6 +44,8 @@ pub struct Workload {
     pub namespace: String,
     pub replicas: usize,
     pub labels: BTreeMap<String, String>,
+    /// The pod template's annotations (after injection).
+    pub annotations: BTreeMap<String, String>,
     pub spec: PodSpec,
     /// StatefulSet `serviceName`: pods get `<pod>.<serviceName>` DNS names.
     pub service_name: Option<String>,
@@ -100,6 +102,7 @@ mod tests {
             namespace: "default".into(),
             replicas: 2,
             labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
             spec: PodSpec::default(),
             service_name: Some("db".into()),
         }

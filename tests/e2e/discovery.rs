@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::support::{
     client_pod, exec_ok, fixture, http_echo_pod, manifests, python, require, wait_listening,
 };
-use weft_testbed::{Testbed, TestbedOptions};
+use weft_testbed::{ControlPlane, Testbed, TestbedOptions};
 
 /// Sends `n` GETs to `url` over one keep-alive connection from `pod`; counts answers per X-Pod
 /// ("error" for anything but a 200).
@@ -64,7 +64,12 @@ spec:
 {}"#,
         manifests(&[client_pod()])
     );
-    let tb = Testbed::up(&yaml, TestbedOptions::default()).unwrap();
+    // DNS-only mode is a proxy without WEFT_DISCOVERY_ADDR: no control plane.
+    let options = TestbedOptions {
+        control_plane: ControlPlane::None,
+        ..TestbedOptions::default()
+    };
+    let tb = Testbed::up(&yaml, options).unwrap();
     for pod in ["web-0", "web-1"] {
         wait_listening(&tb, pod, 8080);
     }

@@ -13,6 +13,16 @@ pub const DECAY: Duration = Duration::from_secs(10);
 /// get tried, high enough that one in-flight request on them is not free.
 pub const DEFAULT_RTT: Duration = Duration::from_millis(30);
 
+/// An idle endpoint whose estimate is older than this is measured again (it costs nothing for
+/// one pick): otherwise one slow answer — a connection set up, a pause on a busy node — keeps a
+/// replica out of rotation until its estimate decays, which at low concurrency (one request at
+/// a time, nothing in flight to compare) starves it for tens of seconds. A replica that really
+/// is slow pays for this with about one request per period.
+pub const REMEASURE_AFTER: Duration = Duration::from_millis(100);
+
+/// The least weight one faster sample gets in the average.
+pub const MIN_SAMPLE_WEIGHT: f64 = 0.25;
+
 /// The latency a failed request counts as.
 pub const FAILURE_PENALTY: Duration = Duration::from_secs(1);
 
@@ -60,6 +70,9 @@ impl PeakEwma {
         if !estimate.sampled {
             return estimate.rtt_ns * pending;
         }
+        if pending == 0.0 && now.saturating_duration_since(estimate.at) > REMEASURE_AFTER {
+            return 0.0;
+        }
         decay(estimate.rtt_ns, estimate.at, now, self.decay_ns) * (pending + 1.0)
     }
 
@@ -81,7 +94,9 @@ impl PeakEwma {
     pub fn observe(&self, rtt: Duration, now: Instant) {
         let sample = rtt.as_nanos() as f64;
         let mut estimate = self.lock();
-        if !estimate.sampled {
+        // A first sample, or one after the estimate went stale, is taken as it is: it is the
+        // only current measurement there is.
+        if !estimate.sampled || now.saturating_duration_since(estimate.at) > REMEASURE_AFTER {
             *estimate = Estimate {
                 rtt_ns: sample,
                 at: now,
@@ -91,14 +106,22 @@ impl PeakEwma {
         }
         let decayed = decay(estimate.rtt_ns, estimate.at, now, self.decay_ns);
         // Peak: a slower sample replaces the estimate outright, so a suddenly slow endpoint is
-        // avoided on the very next pick; faster samples are averaged in.
+        // avoided on the very next pick; faster samples are averaged in, each with at least
+        // MIN_SAMPLE_WEIGHT (under rapid traffic the time-based weight alone would be ~0, and
+        // an estimate could then only fall by decaying).
         estimate.rtt_ns = if sample > decayed {
             sample
         } else {
-            let w = weight(estimate.at, now, self.decay_ns);
+            let w = weight(estimate.at, now, self.decay_ns).min(1.0 - MIN_SAMPLE_WEIGHT);
             decayed * w + sample * (1.0 - w)
         };
         estimate.at = now;
+    }
+
+    #[cfg(test)]
+    fn decayed(&self, now: Instant) -> f64 {
+        let estimate = self.lock();
+        decay(estimate.rtt_ns, estimate.at, now, self.decay_ns)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Estimate> {
@@ -186,13 +209,42 @@ mod tests {
         let ewma = PeakEwma::new(Duration::from_millis(100), DECAY);
         let t0 = Instant::now();
         ewma.observe(Duration::from_millis(100), t0);
-        // One decay period later the estimate has faded to ~37% before the sample is added.
-        let t1 = t0 + DECAY;
-        let before = ewma.cost(t1);
-        assert!((before - 100e6 * (-1f64).exp()).abs() < 1e3, "{before}");
+        // One decay period later an estimate has faded to ~37%.
+        let faded = ewma.decayed(t0 + DECAY);
+        assert!((faded - 100e6 * (-1f64).exp()).abs() < 1e3, "{faded}");
+        let t1 = t0 + Duration::from_millis(50);
+        let before = ewma.decayed(t1);
         ewma.observe(Duration::from_millis(10), t1);
-        let after = ewma.cost(t1);
+        let after = ewma.decayed(t1);
         assert!(after < before && after > 10e6, "{after}");
+    }
+
+    #[test]
+    fn rapid_fast_samples_bring_the_estimate_down() {
+        let ewma = PeakEwma::new(Duration::from_millis(1), DECAY);
+        let t0 = Instant::now();
+        ewma.observe(Duration::from_millis(20), t0);
+        for i in 1..=20 {
+            ewma.observe(Duration::from_millis(1), t0 + Duration::from_micros(i));
+        }
+        let now = t0 + Duration::from_micros(21);
+        assert!(ewma.decayed(now) < 2e6, "{}", ewma.decayed(now));
+    }
+
+    #[test]
+    fn a_stale_idle_estimate_is_measured_again() {
+        let ewma = Arc::new(PeakEwma::new(Duration::from_millis(1), DECAY));
+        let t0 = Instant::now();
+        ewma.observe(Duration::from_millis(200), t0);
+        assert!(ewma.cost(t0 + Duration::from_millis(100)) > 100e6);
+        assert_eq!(ewma.cost(t0 + REMEASURE_AFTER * 2), 0.0);
+        // Not while a request is already measuring it.
+        let probe = ewma.start();
+        assert!(ewma.cost(t0 + REMEASURE_AFTER * 2) > 100e6);
+        drop(probe);
+        // The new measurement replaces the old estimate.
+        ewma.observe(Duration::from_millis(2), t0 + REMEASURE_AFTER * 2);
+        assert!(ewma.cost(t0 + REMEASURE_AFTER * 2) <= 2e6);
     }
 
     #[test]

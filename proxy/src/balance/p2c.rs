@@ -11,6 +11,12 @@ pub trait Load {
     fn cost(&self, now: Instant) -> f64;
 }
 
+/// Costs closer than this factor are a tie, settled by the (random) draw: latency differences
+/// that small are noise, and treating them as signal hands all of a light, sequential load to
+/// whichever endpoint happened to measure fastest. A request in flight doubles a cost, so load
+/// still steers.
+pub const TIE_RATIO: f64 = 1.5;
+
 /// The index of the chosen item, or None when there is nothing to choose from.
 pub fn pick<T: Load>(items: &[T], rng: &mut impl Rng, now: Instant) -> Option<usize> {
     match items.len() {
@@ -21,7 +27,7 @@ pub fn pick<T: Load>(items: &[T], rng: &mut impl Rng, now: Instant) -> Option<us
             // A second index distinct from the first, uniformly.
             let b = (a + rng.random_range(1..n)) % n;
             let (cost_a, cost_b) = (items[a].cost(now), items[b].cost(now));
-            Some(if cost_b < cost_a { b } else { a })
+            Some(if cost_b * TIE_RATIO < cost_a { b } else { a })
         }
     }
 }
@@ -61,6 +67,14 @@ mod tests {
     fn equal_loads_spread_evenly() {
         let items = [Fixed(1.0), Fixed(1.0), Fixed(1.0)];
         for count in counts(&items, 30_000) {
+            assert!((9_000..11_000).contains(&count), "{count}");
+        }
+    }
+
+    #[test]
+    fn near_equal_costs_are_a_tie() {
+        let items = [Fixed(1.0), Fixed(1.3)];
+        for count in counts(&items, 20_000) {
             assert!((9_000..11_000).contains(&count), "{count}");
         }
     }

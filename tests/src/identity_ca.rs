@@ -14,6 +14,17 @@ use crate::volumes::VolumeSource;
 /// Audience of the tokens the CA accepts (weft_identity_api::TOKEN_AUDIENCE).
 const AUDIENCE: &str = "weft-identity";
 const ANCHORS_CONFIG_MAP: &str = "weft-trust-anchors";
+/// The Secret (namespace `weft`) holding the CA directory for the weft-identity pod.
+pub const CA_SECRET: &str = "weft-identity-ca";
+/// Files of the CA directory (weft_identity::ca_directory).
+const CA_FILES: [&str; 6] = [
+    "ca.pem",
+    "ca-key.pem",
+    "issuer.pem",
+    "issuer-key.pem",
+    "token-signing-key.pem",
+    "trust-domain",
+];
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
@@ -95,5 +106,22 @@ impl VolumeSource for IdentityCa {
         }
         let pem = self.anchors_pem().map_err(|e| e.to_string())?;
         Ok([("ca.pem".to_owned(), pem)].into())
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Result<BTreeMap<String, String>, String> {
+        if (namespace, name) != ("weft", CA_SECRET) {
+            return Err(format!(
+                "the testbed provides only Secret weft/{CA_SECRET}, not {namespace}/{name}"
+            ));
+        }
+        CA_FILES
+            .iter()
+            .map(|file| {
+                let path = self.dir.join(file);
+                std::fs::read_to_string(&path)
+                    .map(|text| ((*file).to_owned(), text))
+                    .map_err(|e| format!("reading {}: {e}", path.display()))
+            })
+            .collect()
     }
 }

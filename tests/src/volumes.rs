@@ -6,7 +6,7 @@
 //! rewritten to the same path under the volume's directory (for the proxy:
 //! `WEFT_IDENTITY_TOKEN_FILE` and `WEFT_TRUST_ANCHORS`). Programs that hard-code mount paths
 //! would not find their files. Files are written once at pod start (no token refresh) and are
-//! world-readable, since the state directory is private to the test run.
+//! world-readable (Secrets: 0600), since the state directory is private to the test run.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -21,6 +21,7 @@ pub struct Volume {
     pub name: String,
     pub projected: Option<ProjectedVolume>,
     pub config_map: Option<ConfigMapVolume>,
+    pub secret: Option<SecretVolume>,
     /// Any other kind (emptyDir, hostPath, ...): accepted, given an empty directory.
     #[serde(flatten)]
     pub other: BTreeMap<String, serde_json::Value>,
@@ -56,6 +57,12 @@ pub struct ConfigMapVolume {
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase", default)]
+pub struct SecretVolume {
+    pub secret_name: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
 pub struct KeyToPath {
     pub key: String,
     pub path: String,
@@ -78,6 +85,7 @@ pub trait VolumeSource {
         audience: Option<&str>,
     ) -> Result<String, String>;
     fn config_map(&self, namespace: &str, name: &str) -> Result<BTreeMap<String, String>, String>;
+    fn secret(&self, namespace: &str, name: &str) -> Result<BTreeMap<String, String>, String>;
 }
 
 /// A source that knows nothing: pods with token or ConfigMap volumes are refused.
@@ -90,6 +98,10 @@ impl VolumeSource for NoVolumeSource {
 
     fn config_map(&self, _: &str, name: &str) -> Result<BTreeMap<String, String>, String> {
         Err(format!("this testbed has no ConfigMap {name}"))
+    }
+
+    fn secret(&self, _: &str, name: &str) -> Result<BTreeMap<String, String>, String> {
+        Err(format!("this testbed has no Secret {name}"))
     }
 }
 
@@ -112,8 +124,16 @@ impl PodVolumes {
         for volume in volumes {
             let volume_dir = dir.join(&volume.name);
             let mut files: Vec<(String, String)> = Vec::new();
+            let mut mode = 0o644;
             if let Some(config_map) = &volume.config_map {
                 files.extend(config_map_files(config_map, namespace, source)?);
+            }
+            if let Some(secret) = &volume.secret {
+                let data = source
+                    .secret(namespace, &secret.secret_name)
+                    .map_err(|e| format!("volume {}: {e}", volume.name))?;
+                files.extend(data);
+                mode = 0o600;
             }
             for projected in volume.projected.iter().flat_map(|p| &p.sources) {
                 if let Some(token) = &projected.service_account_token {
@@ -130,7 +150,8 @@ impl PodVolumes {
                     files.extend(config_map_files(config_map, namespace, source)?);
                 }
             }
-            write_dir(&volume_dir, &files).map_err(|e| format!("volume {}: {e}", volume.name))?;
+            write_dir(&volume_dir, &files, mode)
+                .map_err(|e| format!("volume {}: {e}", volume.name))?;
             dirs.insert(volume.name.clone(), volume_dir);
         }
         Ok(Self { dirs })
@@ -186,7 +207,7 @@ fn config_map_files(
         .collect()
 }
 
-fn write_dir(dir: &Path, files: &[(String, String)]) -> Result<(), String> {
+fn write_dir(dir: &Path, files: &[(String, String)], mode: u32) -> Result<(), String> {
     fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o755))
         .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
@@ -205,7 +226,7 @@ fn write_dir(dir: &Path, files: &[(String, String)]) -> Result<(), String> {
                 .map_err(|e| format!("creating {}: {e}", parent.display()))?;
         }
         fs::write(&path, contents).map_err(|e| format!("writing {}: {e}", path.display()))?;
-        fs::set_permissions(&path, fs::Permissions::from_mode(0o644))
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
             .map_err(|e| format!("chmod {}: {e}", path.display()))?;
     }
     Ok(())
@@ -233,6 +254,10 @@ mod tests {
                 other => Err(format!("no ConfigMap {other}")),
             }
         }
+
+        fn secret(&self, _: &str, name: &str) -> Result<BTreeMap<String, String>, String> {
+            Ok([("key.pem".to_owned(), format!("secret {name}"))].into())
+        }
     }
 
     fn injected_volumes() -> Vec<Volume> {
@@ -242,6 +267,7 @@ mod tests {
             {"name": "weft-trust-anchors", "configMap": {"name": "weft-trust-anchors",
                 "items": [{"key": "ca.pem", "path": "ca.pem"}]}},
             {"name": "scratch", "emptyDir": {}},
+            {"name": "keys", "secret": {"secretName": "ca"}},
         ]))
         .unwrap()
     }
@@ -262,6 +288,12 @@ mod tests {
             "PEM"
         );
         assert!(dir.join("scratch").is_dir());
+        let key = dir.join("keys/key.pem");
+        assert_eq!(fs::read_to_string(&key).unwrap(), "secret ca");
+        assert_eq!(
+            fs::metadata(&key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
 
         let mounts: Vec<VolumeMount> = serde_json::from_value(serde_json::json!([
             {"name": "weft-identity-token", "mountPath": "/var/run/secrets/weft.io/identity", "readOnly": true},

@@ -5,6 +5,7 @@ mod discovery;
 mod grpc;
 mod h2;
 mod http1;
+mod identity;
 mod opaque;
 mod redirect;
 mod resilience;

@@ -12,7 +12,7 @@ use weft_inject::InjectOptions;
 pub enum ControlPlane {
     /// Bare pods: proxies get no control-plane addresses.
     None,
-    /// weft-discovery only.
+    /// weft-discovery only (no certificates: proxies get no identity settings).
     Discovery,
     /// Every component this build has (see [`COMPONENTS`]).
     #[default]
@@ -35,8 +35,19 @@ pub const DISCOVERY: Component = Component {
     manifest: include_str!("control_plane/discovery.yaml"),
 };
 
+/// The CA. Its directory comes from `weft-identity ca init`, which the testbed runs before the
+/// control plane starts (see `IdentityCa`), as the Secret `weft/weft-identity-ca`.
+pub const IDENTITY: Component = Component {
+    name: "weft-identity",
+    address: "weft-identity.weft.svc.cluster.local:8080",
+    manifest: include_str!("control_plane/identity.yaml"),
+};
+
 /// Every component, in start order.
-pub const COMPONENTS: &[Component] = &[DISCOVERY];
+pub const COMPONENTS: &[Component] = &[DISCOVERY, IDENTITY];
+
+/// The namespace every component runs in, declared once ahead of them.
+const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: weft}\n";
 
 impl ControlPlane {
     pub fn components(self) -> &'static [Component] {
@@ -47,7 +58,7 @@ impl ControlPlane {
         }
     }
 
-    fn runs(self, component: &Component) -> bool {
+    pub fn runs(self, component: &Component) -> bool {
         self.components().contains(component)
     }
 
@@ -55,16 +66,24 @@ impl ControlPlane {
     pub fn inject_options(self) -> InjectOptions {
         InjectOptions {
             discovery_addr: self.runs(&DISCOVERY).then(|| DISCOVERY.address.to_owned()),
+            identity_addr: self.runs(&IDENTITY).then(|| IDENTITY.address.to_owned()),
             ..InjectOptions::default()
         }
     }
 
     /// The components' manifests, as one YAML stream.
     pub fn manifests(self, cluster_dir: &Path) -> String {
+        let components = self.components();
+        if components.is_empty() {
+            return String::new();
+        }
         let dir = cluster_dir.display().to_string();
-        self.components()
-            .iter()
-            .map(|c| c.manifest.replace("{{CLUSTER_DIR}}", &dir))
+        std::iter::once(NAMESPACE.to_owned())
+            .chain(
+                components
+                    .iter()
+                    .map(|c| c.manifest.replace("{{CLUSTER_DIR}}", &dir)),
+            )
             .collect::<Vec<_>>()
             .join("\n---\n")
     }
@@ -78,6 +97,7 @@ mod tests {
     fn none_runs_nothing_and_tells_proxies_nothing() {
         assert!(ControlPlane::None.manifests(Path::new("/x")).is_empty());
         assert_eq!(ControlPlane::None.inject_options().discovery_addr, None);
+        assert_eq!(ControlPlane::None.inject_options().identity_addr, None);
     }
 
     #[test]
@@ -92,6 +112,7 @@ mod tests {
                 .as_deref(),
             Some("weft-discovery.weft.svc.cluster.local:8086")
         );
+        assert_eq!(ControlPlane::Discovery.inject_options().identity_addr, None);
         let plan = crate::manifest::plan(&yaml, &ControlPlane::Discovery.inject_options()).unwrap();
         assert_eq!(
             plan.workloads[0].spec.containers[0].built_binary(),
@@ -104,6 +125,46 @@ mod tests {
                 .iter()
                 .all(|c| !c.is_proxy_image()),
             "not meshed"
+        );
+    }
+
+    #[test]
+    fn full_adds_the_ca_serving_its_secret_and_announces_both() {
+        let opts = ControlPlane::Full.inject_options();
+        assert_eq!(
+            opts.discovery_addr.as_deref(),
+            Some("weft-discovery.weft.svc.cluster.local:8086")
+        );
+        assert_eq!(
+            opts.identity_addr.as_deref(),
+            Some("weft-identity.weft.svc.cluster.local:8080")
+        );
+        let yaml = ControlPlane::Full.manifests(Path::new("/state/tb-1/cluster"));
+        assert_eq!(yaml.matches("kind: Namespace").count(), 1, "{yaml}");
+        let plan = crate::manifest::plan(&yaml, &opts).unwrap();
+        let built: Vec<_> = plan
+            .workloads
+            .iter()
+            .map(|w| (w.namespace.as_str(), w.spec.containers[0].built_binary()))
+            .collect();
+        assert_eq!(
+            built,
+            [
+                ("weft", Some("weft-discovery")),
+                ("weft", Some("weft-identity"))
+            ]
+        );
+        let ca = &plan.workloads[1].spec;
+        assert!(
+            ca.containers.iter().all(|c| !c.is_proxy_image()),
+            "not meshed"
+        );
+        assert!(yaml.contains("secretName: weft-identity-ca"), "{yaml}");
+        assert!(
+            plan.services
+                .iter()
+                .any(|s| s.name == "weft-identity" && s.ports.iter().any(|p| p.port == 8080)),
+            "the CA's Service"
         );
     }
 }

@@ -40,7 +40,7 @@ mod workload;
 
 pub use cleanup::{DownTarget, down};
 pub use cluster_dir::ZONE;
-pub use control_plane::{COMPONENTS, Component, ControlPlane, DISCOVERY};
+pub use control_plane::{COMPONENTS, Component, ControlPlane, DISCOVERY, IDENTITY};
 pub use error::TestbedError;
 pub use identity_ca::IdentityCa;
 pub use metrics::metric_value;

@@ -25,8 +25,12 @@ pub const DISCOVERY: BuiltBinary = BuiltBinary {
     name: "weft-discovery",
     env: "WEFT_DISCOVERY_BIN",
 };
+pub const IDENTITY: BuiltBinary = BuiltBinary {
+    name: "weft-identity",
+    env: "WEFT_IDENTITY_BIN",
+};
 /// Every image the testbed maps to a binary of this build.
-pub const BUILT: [BuiltBinary; 2] = [PROXY, DISCOVERY];
+pub const BUILT: [BuiltBinary; 3] = [PROXY, DISCOVERY, IDENTITY];
 
 pub fn locate_binary(bin: BuiltBinary, explicit: Option<&Path>) -> Result<PathBuf, TestbedError> {
     if let Some(path) = explicit {

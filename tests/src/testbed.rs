@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use crate::address::AddressPool;
 use crate::cleanup::{self, DownTarget};
 use crate::cluster_dir::{self, PodView, ServiceView};
-use crate::control_plane::ControlPlane;
+use crate::control_plane::{self, ControlPlane};
 use crate::dnat::{self, ServiceRule};
 use crate::error::TestbedError;
 use crate::hosts::ServiceRecord;
@@ -96,7 +96,7 @@ pub struct Testbed {
     services: Vec<ServiceEntry>,
     pod_addrs: AddressPool,
     next_seq: u32,
-    /// Built binaries standing in for images, by name (weft-proxy, weft-discovery).
+    /// Built binaries standing in for images, by name (weft-proxy, weft-discovery, weft-identity).
     binaries: BTreeMap<String, PathBuf>,
     /// What weft-discovery's file source reads (see `cluster_dir`).
     cluster_dir: PathBuf,
@@ -197,6 +197,15 @@ impl Testbed {
                 // The sidecar runs as UID 2102; give it a copy it can reach.
                 *path = crate::proxy_bin::runnable_copy(path, &testbed.state_dir.join("bin"))?;
             }
+        }
+        // The CA pod serves this directory (as Secret weft/weft-identity-ca) and pods' token and
+        // anchor volumes come from it, so it exists before any pod starts.
+        if control_workloads > 0
+            && testbed.opts.control_plane.runs(&control_plane::IDENTITY)
+            && let Some(bin) = testbed.binaries.get(control_plane::IDENTITY.name)
+        {
+            let dir = testbed.state_dir.join("identity-ca");
+            testbed.identity_ca = Some(IdentityCa::init(bin, &dir, &inject.trust_domain)?);
         }
         testbed.return_path = netns::create_node(&testbed.node_netns)?;
         if testbed.return_path == ReturnPath::Masquerade {
@@ -334,7 +343,8 @@ impl Testbed {
         cluster_dir::write(&self.cluster_dir, &cluster_dir::objects(&services, &pods))
     }
 
-    /// The built binary standing in for an image (`weft-proxy`, `weft-discovery`), if any pod uses it.
+    /// The built binary standing in for an image (`weft-proxy`, `weft-discovery`,
+    /// `weft-identity`), if any pod uses it.
     pub fn binary(&self, name: &str) -> Option<&Path> {
         self.binaries.get(name).map(PathBuf::as_path)
     }

@@ -29,7 +29,7 @@ async fn one_transfer(sink: std::net::SocketAddr, proxy: &TcpListener, chunk: &[
         }
     });
     let (mut inbound, _) = proxy.accept().await.expect("accept");
-    forward(&mut inbound, sink, Duration::from_secs(5))
+    forward(&mut inbound, sink, Duration::from_secs(5), |_| ())
         .await
         .expect("forward");
     client.await.expect("client task");

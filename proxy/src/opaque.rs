@@ -21,6 +21,10 @@ pub enum OpaqueError {
     },
 }
 
+/// Per-direction copy buffer. tokio's default (8 KiB) costs a read and a write syscall per 8 KiB,
+/// which capped bulk transfers well below a direct connection (docs/benchmark.md, opaque_copy).
+const COPY_BUF: usize = 64 * 1024;
+
 /// Bytes copied by a finished opaque connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Copied {
@@ -42,9 +46,10 @@ where
     let upstream = connect(target, connect_timeout).await;
     connected(upstream.is_ok());
     let mut upstream = upstream?;
-    let (to_upstream, to_client) = tokio::io::copy_bidirectional(client, &mut upstream)
-        .await
-        .map_err(|source| OpaqueError::Copy { target, source })?;
+    let (to_upstream, to_client) =
+        tokio::io::copy_bidirectional_with_sizes(client, &mut upstream, COPY_BUF, COPY_BUF)
+            .await
+            .map_err(|source| OpaqueError::Copy { target, source })?;
     Ok(Copied {
         to_upstream,
         to_client,

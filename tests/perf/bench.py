@@ -241,6 +241,13 @@ class Bed:
         return any('direction="inbound"' in line and 'tls="true"' in line and not line.startswith("#")
                    for line in p.stdout.splitlines())
 
+    def envoy_mtls_handshakes(self):
+        """Client-verified TLS handshakes the server's Envoy completed on its inbound listener."""
+        p = self.exec("server", ["curl", "-s", "http://127.0.0.1:15000/stats?filter=15006.ssl.handshake"],
+                      10, check=False)
+        return sum(int(line.rsplit(":", 1)[1]) for line in p.stdout.splitlines()
+                   if line.rsplit(":", 1)[-1].strip().isdigit())
+
     def down(self):
         if self.up:
             run([self.bins["weft-testbed"], "down", "--name", self.name], 120, check=False)
@@ -515,6 +522,7 @@ def main():
     ap.add_argument("--envoy", type=Path, required=True)
     ap.add_argument("--contenders", default="direct,weft,envoy")
     ap.add_argument("--note", default="")
+    ap.add_argument("--scenarios", default="", help="comma-separated subset (default: all)")
     ap.add_argument("--command", default="tests/perf/run")
     a = ap.parse_args()
     m = MODES[a.mode]
@@ -536,6 +544,8 @@ def main():
             beds[c] = Bed(c, bins, a.envoy, work, work)
             beds[c].start()
         scen = scenarios(m)
+        if a.scenarios:
+            scen = [x for x in scen if x[0] in a.scenarios.split(",")]
         raw = {c: {s: [] for s, _, _ in scen} for c in contenders}
         for rep in range(m["reps"]):
             for name, args, kind in scen:
@@ -557,6 +567,11 @@ def main():
             note = (note + " " if note else "") + (
                 "Weft: mTLS between the proxies (seen in the server proxy's inbound metrics)." if mtls else
                 "Weft WITHOUT mTLS: plaintext proxy-to-proxy (the server proxy counted no inbound TLS requests).")
+        if "envoy" in beds:
+            shakes = beds["envoy"].envoy_mtls_handshakes()
+            if not shakes:
+                raise RuntimeError("the server's Envoy completed no TLS handshakes: the envoy contender is not mTLS")
+            note += f" Envoy: mTLS between the Envoys ({shakes} handshakes on the server's inbound listener)."
         names = [s for s, _, _ in scen]
         agg = aggregate(raw, contenders, names)
         res = {

@@ -3,8 +3,8 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue};
@@ -20,25 +20,90 @@ use crate::metrics::{Metrics, prometheus_text};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// What `/ready` waits for: named conditions, each met once and for good (listeners bound, first
+/// workload certificate). Register them before serving traffic.
+#[derive(Clone, Default)]
+pub struct Readiness {
+    conditions: Arc<Mutex<Vec<ReadyCondition>>>,
+}
+
+/// One condition of [`Readiness`]; whoever holds it sets it when it is met.
+#[derive(Clone, Debug)]
+pub struct ReadyCondition {
+    name: &'static str,
+    met: Arc<AtomicBool>,
+}
+
+impl ReadyCondition {
+    pub fn set(&self) {
+        self.met.store(true, Ordering::Release);
+    }
+
+    fn is_met(&self) -> bool {
+        self.met.load(Ordering::Acquire)
+    }
+}
+
+impl Readiness {
+    /// Adds an unmet condition; `name` says what is awaited ("workload certificate").
+    pub fn condition(&self, name: &'static str) -> ReadyCondition {
+        let condition = ReadyCondition {
+            name,
+            met: Arc::new(AtomicBool::new(false)),
+        };
+        self.lock().push(condition.clone());
+        condition
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.lock().iter().all(ReadyCondition::is_met)
+    }
+
+    /// The names of the conditions not met yet.
+    pub fn unmet(&self) -> Vec<&'static str> {
+        self.lock()
+            .iter()
+            .filter(|c| !c.is_met())
+            .map(|c| c.name)
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<ReadyCondition>> {
+        // Each update is a single push: a poisoned lock still holds a consistent list.
+        self.conditions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
 #[derive(Clone)]
 pub struct Admin {
     metrics: Arc<Metrics>,
-    ready: Arc<AtomicBool>,
+    readiness: Readiness,
+    listeners: ReadyCondition,
     drain: Drain,
 }
 
 impl Admin {
     pub fn new(metrics: Arc<Metrics>, drain: Drain) -> Self {
+        let readiness = Readiness::default();
+        let listeners = readiness.condition("traffic listeners");
         Admin {
             metrics,
-            ready: Arc::new(AtomicBool::new(false)),
+            readiness,
+            listeners,
             drain,
         }
     }
 
+    /// Where other parts of the proxy add what `/ready` must wait for.
+    pub fn readiness(&self) -> &Readiness {
+        &self.readiness
+    }
+
     /// Called once the traffic listeners are bound.
     pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::Release);
+        self.listeners.set();
     }
 
     /// `openmetrics`: the client's `Accept` asks for OpenMetrics (as Prometheus does); others
@@ -53,10 +118,16 @@ impl Admin {
         match (method, path) {
             (&Method::GET | &Method::HEAD, "/live") => text(StatusCode::OK, "live"),
             (&Method::GET | &Method::HEAD, "/ready") => {
-                if self.ready.load(Ordering::Acquire) && !self.drain.is_draining() {
+                if self.drain.is_draining() {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready: draining")
+                } else if self.readiness.is_ready() {
                     text(StatusCode::OK, "ready")
                 } else {
-                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready")
+                    let waiting = self.readiness.unmet().join(", ");
+                    let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, "");
+                    *resp.body_mut() =
+                        Full::new(Bytes::from(format!("not ready: waiting for {waiting}")));
+                    resp
                 }
             }
             (&Method::GET | &Method::HEAD, "/metrics") => match self.render_metrics(openmetrics) {
@@ -198,6 +269,22 @@ mod tests {
         let ready = admin.respond(&Method::GET, "/ready", loopback(), false);
         assert_eq!(ready.status(), StatusCode::OK);
         assert_eq!(body(ready).await, "ready");
+    }
+
+    #[tokio::test]
+    async fn ready_waits_for_every_condition() {
+        let admin = Admin::new(Arc::new(Metrics::new()), Drain::new());
+        let certificate = admin.readiness().condition("workload certificate");
+        admin.set_ready();
+        let resp = admin.respond(&Method::GET, "/ready", loopback(), false);
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            body(resp).await,
+            "not ready: waiting for workload certificate"
+        );
+        certificate.set();
+        let resp = admin.respond(&Method::GET, "/ready", loopback(), false);
+        assert_eq!(resp.status(), StatusCode::OK);
     }
 
     #[tokio::test]

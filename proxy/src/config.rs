@@ -5,8 +5,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
-use weft_settings::{GrpcCodeSet, LogFormat, PortSet, Rate, StatusSet};
+use weft_settings::{
+    GrpcCodeSet, InboundAuthz, InboundPolicy, LogFormat, PortSet, Rate, StatusSet,
+};
 
+use crate::identity::config::IdentityConfig;
 use crate::resilience::policy::{LimitsPolicy, ResiliencePolicy, RetryPolicy, defaults};
 
 /// `weft-proxy` (no subcommand): run the sidecar.
@@ -62,7 +65,8 @@ pub struct ProxyConfig {
     #[arg(long, env = "WEFT_DNS_MAX_TTL", default_value = "60s", value_parser = weft_settings::parse_duration)]
     pub dns_max_ttl: Duration,
 
-    /// The pod's namespace (downward API), sent to discovery to resolve bare service names.
+    /// The pod's namespace (downward API), sent to discovery to resolve bare service names;
+    /// part of the pod's identity.
     #[arg(long, env = "WEFT_POD_NAMESPACE", default_value = "")]
     pub pod_namespace: String,
 
@@ -141,6 +145,17 @@ pub struct ProxyConfig {
     /// Inbound: requests per period the pod accepts from each client (its mTLS identity, else its IP); unset: no limit.
     #[arg(long, env = "WEFT_INBOUND_RATE_LIMIT_PER_CLIENT", value_parser = weft_settings::parse_rate)]
     pub inbound_rate_limit_per_client: Option<Rate>,
+
+    #[command(flatten)]
+    pub identity: IdentityConfig,
+
+    /// Inbound: strict (the app's ports accept only mTLS from mesh workloads) or permissive (plaintext too).
+    #[arg(long, env = "WEFT_INBOUND_POLICY", default_value = "permissive", value_parser = weft_settings::parse_inbound_policy)]
+    pub inbound_policy: InboundPolicy,
+
+    /// Inbound: per-port client identities, e.g. "8080=spiffe://cluster.local/ns/shop/sa/web|spiffe://cluster.local/ns/ops/sa/*;9090=*".
+    #[arg(long, env = "WEFT_INBOUND_AUTHZ", default_value = "", value_parser = weft_settings::parse_inbound_authz)]
+    pub inbound_authz: InboundAuthz,
 }
 
 impl ProxyConfig {
@@ -316,6 +331,32 @@ mod tests {
         assert_eq!(config.log_format, LogFormat::Json);
         assert_eq!(config.worker_threads, 2);
         assert_eq!(config.outbound_addr.port(), 14140);
+    }
+
+    #[test]
+    fn inbound_policy_settings() {
+        let config = parse(&[]).unwrap();
+        assert_eq!(config.inbound_policy, InboundPolicy::Permissive);
+        assert!(config.inbound_authz.is_empty());
+        assert_eq!(config.identity.identity_addr, None);
+        assert_eq!(config.identity.trust_domain, "cluster.local");
+        let config = parse(&[
+            "--inbound-policy=strict",
+            "--inbound-authz=8080=spiffe://cluster.local/ns/shop/sa/web",
+        ])
+        .unwrap();
+        assert_eq!(config.inbound_policy, InboundPolicy::Strict);
+        assert!(config.inbound_authz.allowed_on(8080).is_some());
+        let err = parse(&["--inbound-policy=on"]).unwrap_err();
+        assert!(
+            err.starts_with(r#"invalid WEFT_INBOUND_POLICY="on": "#),
+            "{err}"
+        );
+        let err = parse(&["--inbound-authz=8080=web"]).unwrap_err();
+        assert!(
+            err.starts_with(r#"invalid WEFT_INBOUND_AUTHZ="8080=web": "#),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! One accepted connection, start to end: its original destination, the loop guard, protocol
-//! detection, then HTTP proxying or opaque forwarding.
+//! detection, inbound mTLS termination and policy, then HTTP proxying or opaque forwarding
+//! (over mTLS to meshed endpoints).
 
 use std::net::SocketAddr;
 
@@ -12,12 +13,18 @@ use crate::discovery::Key;
 use crate::drain::Watch;
 use crate::http::balance;
 use crate::http::route::Router;
-use crate::http::{HttpVersion, Target, stack};
-use crate::metrics::Upstream;
+use crate::http::stack::{self, StackParts};
+use crate::http::{HttpVersion, Target};
+use crate::metrics::tls::Refusal;
+use crate::metrics::{Direction, Upstream};
 use crate::opaque;
 use crate::original_dst::{OriginalDstError, original_dst};
 use crate::resilience::rate_limit::RateLimitLayer;
 use crate::side::Side;
+use crate::tls::client_identity::Caller;
+use crate::tls::connect::MeshedPeer;
+use crate::tls::transport::{Payload, Transport, TransportHeader};
+use crate::tls::{accept, client_hello, termination};
 
 pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch: Watch) {
     let direction = side.direction;
@@ -37,15 +44,18 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
             return;
         }
     };
-    if side.loop_guard.is_loop(original, local) {
-        side.metrics.loop_refused(direction);
-        warn!(%direction, %peer, destination = %original, "refusing connection addressed to the proxy itself");
+    // Peer proxies dial the inbound listener directly: that is allowed for mTLS addressed to
+    // this proxy only, which is decided once the ClientHello has been read.
+    let addressed_to_proxy = side.loop_guard.is_loop(original, local);
+    let may_be_mtls = direction == Direction::Inbound && side.identity.is_some();
+    if addressed_to_proxy && !may_be_mtls {
+        refuse_loop(side, peer, original);
         return;
     }
 
     let (read, written) = side.metrics.byte_counters(direction);
     let mut io = CountedIo::new(stream, read, written);
-    let detection = if side.opaque_ports.contains(original.port()) {
+    let detection = if side.opaque_ports.contains(original.port()) && !addressed_to_proxy {
         Detection {
             protocol: Protocol::Opaque,
             outcome: DetectOutcome::OpaquePort,
@@ -62,9 +72,62 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
     };
     side.metrics
         .detected(direction, detection.protocol, detection.outcome);
+
+    let mut prefix = detection.prefix;
+    if let (Protocol::Tls, Some(identity)) = (detection.protocol, side.identity.as_ref())
+        && direction == Direction::Inbound
+    {
+        let peeked = match client_hello::peek(&mut io, prefix, side.detect_timeout).await {
+            Ok(peeked) => peeked,
+            Err(err) => {
+                debug!(%direction, %peer, error = %err, "connection failed while reading its TLS ClientHello");
+                return;
+            }
+        };
+        let for_us = peeked
+            .hello
+            .as_ref()
+            .and_then(|hello| hello.server_name.as_deref())
+            == Some(identity.sni_name());
+        if for_us {
+            let _open = side.metrics.connection(direction, Protocol::Tls);
+            let io = PrefixedIo::new(peeked.bytes, io);
+            match accept::terminate(io, identity, side.detect_timeout.max(HANDSHAKE_TIMEOUT)).await
+            {
+                Ok(terminated) => {
+                    debug!(%direction, %peer, client = %terminated.client, transport = terminated.transport.as_str(), "terminated mTLS");
+                    termination::serve(side, terminated, peer, original.ip(), local, &mut watch)
+                        .await;
+                }
+                Err(err) => {
+                    side.metrics.tls.handshake_error(direction);
+                    side.metrics.tls.refused(Refusal::Handshake);
+                    warn!(%direction, %peer, error = %err, "refused an mTLS connection from a peer");
+                }
+            }
+            return;
+        }
+        prefix = peeked.bytes;
+    }
+    if addressed_to_proxy {
+        refuse_loop(side, peer, original);
+        return;
+    }
+
+    // Plaintext (or TLS that is not ours) from here: the inbound policy decides on HTTP per
+    // request (403) and on anything else now (closed).
+    if direction == Direction::Inbound
+        && HttpVersion::from_protocol(detection.protocol).is_none()
+        && !side.inbound_policy.allows_plaintext(original.port())
+    {
+        side.metrics.tls.refused(Refusal::Plaintext);
+        warn!(%direction, %peer, destination = %original, protocol = %detection.protocol, policy = %side.inbound_policy.mode(), "refused a plaintext connection: the inbound policy requires mTLS on this port");
+        return;
+    }
+
     let _open = side.metrics.connection(direction, detection.protocol);
     debug!(%direction, %peer, destination = %original, protocol = %detection.protocol, outcome = detection.outcome.as_str(), "accepted");
-    let mut io = PrefixedIo::new(detection.prefix, io);
+    let mut io = PrefixedIo::new(prefix, io);
 
     // Outbound: what discovery knows of the destination (bounded wait on first use).
     let resolved = match &side.discovery {
@@ -94,14 +157,25 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
                 )),
                 _ => None,
             };
+            let caller = (direction == Direction::Inbound).then(|| Caller {
+                policy: side.inbound_policy.clone(),
+                port: original.port(),
+                identity: None,
+                peer,
+                metrics: side.metrics.tls.clone(),
+            });
             let service = stack::build(
                 target,
-                router,
                 metrics,
-                side.pool.clone(),
-                side.drain.clone(),
-                side.upstreams.get(original),
-                RateLimitLayer::new(side.rate_limiter.clone(), peer.ip()),
+                StackParts {
+                    router,
+                    pool: side.pool.clone(),
+                    drain: side.drain.clone(),
+                    upstream: side.upstreams.get(original),
+                    rate_limit: RateLimitLayer::new(side.rate_limiter.clone(), peer.ip()),
+                    caller,
+                    peers: side.peers.clone(),
+                },
             );
             let service = hyper_util::service::TowerToHyperService::new(service);
             if let Err(err) = side.http.serve(io, version, service, &mut watch).await {
@@ -121,7 +195,7 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
                 }
                 None => (original, None),
             };
-            let connected = |ok: bool| {
+            let mut connected = |ok: bool| {
                 if let Some(in_flight) = in_flight.as_mut() {
                     if ok {
                         in_flight.complete()
@@ -130,7 +204,23 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
                     }
                 }
             };
-            match opaque::forward(&mut io, destination, side.connect_timeout, connected).await {
+            let meshed = endpoint
+                .as_ref()
+                .zip(side.identity.as_ref())
+                .and_then(|(endpoint, _)| MeshedPeer::of(endpoint));
+            let result = match meshed {
+                Some(Ok(meshed)) => {
+                    forward_mtls(side, &mut io, &meshed, destination, connected).await
+                }
+                Some(Err(err)) => {
+                    connected(false);
+                    Err(opaque::OpaqueError::Mtls(err.to_string()))
+                }
+                None => {
+                    opaque::forward(&mut io, destination, side.connect_timeout, connected).await
+                }
+            };
+            match result {
                 Ok(copied) => {
                     debug!(%direction, %peer, %destination, to_upstream = copied.to_upstream, to_client = copied.to_client, "opaque connection closed")
                 }
@@ -140,6 +230,64 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
             }
         }
     }
+}
+
+/// Opaque TCP to a meshed endpoint: mTLS to its proxy, the transport header naming the app port,
+/// then the bytes both ways.
+async fn forward_mtls<I>(
+    side: &Side,
+    client: &mut I,
+    peer: &MeshedPeer,
+    destination: SocketAddr,
+    connected: impl FnOnce(bool),
+) -> Result<opaque::Copied, opaque::OpaqueError>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let Some(connector) = side.peers.as_ref().map(|peers| peers.connector()) else {
+        connected(false);
+        return Err(opaque::OpaqueError::Mtls(
+            "no mTLS client on this side".to_owned(),
+        ));
+    };
+    let upstream = async {
+        let mut tls = connector.connect(peer, Transport::Tcp).await?;
+        TransportHeader {
+            port: destination.port(),
+            payload: Payload::Opaque,
+        }
+        .write(&mut tls)
+        .await
+        .map_err(|source| crate::tls::PeerError::Header {
+            peer: peer.proxy,
+            source,
+        })?;
+        Ok::<_, crate::tls::PeerError>(tls)
+    }
+    .await;
+    connected(upstream.is_ok());
+    let mut upstream = upstream.map_err(|err| opaque::OpaqueError::Mtls(err.to_string()))?;
+    side.metrics
+        .tls
+        .connection(side.direction, Transport::Tcp.as_str());
+    let (to_upstream, to_client) = tokio::io::copy_bidirectional(client, &mut upstream)
+        .await
+        .map_err(|source| opaque::OpaqueError::Copy {
+            target: destination,
+            source,
+        })?;
+    Ok(opaque::Copied {
+        to_upstream,
+        to_client,
+    })
+}
+
+/// Bounds a peer's mTLS handshake (a short detection window must not make it shorter).
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn refuse_loop(side: &Side, peer: SocketAddr, original: SocketAddr) {
+    side.metrics.loop_refused(side.direction);
+    warn!(direction = %side.direction, %peer, destination = %original, "refusing connection addressed to the proxy itself");
 }
 
 /// Malformed requests (answered 400/431 by hyper) and header timeouts are the client's doing and
@@ -189,6 +337,9 @@ mod tests {
             rate_limiter: None,
             discovery: None,
             discovery_wait: Duration::from_secs(1),
+            identity: None,
+            peers: None,
+            inbound_policy: Default::default(),
         }
     }
 

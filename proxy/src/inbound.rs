@@ -1,6 +1,7 @@
 //! The inbound side (elsewhere -> app): connections the pod's iptables PREROUTING rules redirect
 //! to the inbound listener, forwarded to the app at their original destination (pod IP and app
-//! port). mTLS termination and the inbound policy will be added to this side.
+//! port). TLS addressed to this proxy is terminated (mTLS from peer proxies) and the inbound
+//! policy decides who may reach the app.
 
 use crate::config::ProxyConfig;
 use crate::http::HttpServer;
@@ -10,6 +11,7 @@ use crate::resilience::policy::ResiliencePolicy;
 use crate::resilience::rate_limit::RateLimiter;
 use crate::resilience::upstream::Upstreams;
 use crate::side::{Shared, Side};
+use crate::tls::inbound_policy::InboundPolicy;
 use std::sync::Arc;
 
 pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
@@ -38,5 +40,11 @@ pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
         .map(Arc::new),
         discovery: None,
         discovery_wait: config.discovery_wait,
+        identity: shared.identity.clone(),
+        peers: None,
+        inbound_policy: Arc::new(InboundPolicy::new(
+            config.inbound_policy,
+            config.inbound_authz.clone(),
+        )),
     }
 }

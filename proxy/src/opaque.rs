@@ -13,6 +13,9 @@ use crate::connect::{ConnectError, connect};
 pub enum OpaqueError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
+    /// mTLS to a meshed endpoint's proxy could not be set up.
+    #[error("{0}")]
+    Mtls(String),
     #[error("copying between the client and {target} failed: {source}")]
     Copy {
         target: SocketAddr,

@@ -8,6 +8,8 @@ use crate::http::pool::Pool;
 use crate::metrics::Direction;
 use crate::resilience::upstream::Upstreams;
 use crate::side::{Shared, Side};
+use crate::tls::connect::PeerConnector;
+use crate::tls::peer_client::PeerClient;
 use std::sync::Arc;
 
 pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
@@ -29,5 +31,14 @@ pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {
         rate_limiter: None,
         discovery: shared.discovery.clone(),
         discovery_wait: config.discovery_wait,
+        identity: shared.identity.clone(),
+        // Meshed endpoints are reached over mTLS once this proxy has an identity.
+        peers: shared.identity.clone().map(|identity| {
+            Arc::new(PeerClient::new(
+                PeerConnector::new(identity, config.connect_timeout),
+                shared.metrics.tls.clone(),
+            ))
+        }),
+        inbound_policy: Default::default(),
     }
 }

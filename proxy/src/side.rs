@@ -10,11 +10,14 @@ use crate::discovery::Discovery;
 use crate::drain::Drain;
 use crate::http::HttpServer;
 use crate::http::pool::Pool;
+use crate::identity::LocalIdentity;
 use crate::loop_guard::LoopGuard;
 use crate::metrics::{Direction, Metrics};
 use crate::resilience::rate_limit::RateLimiter;
 use crate::resilience::replay::ReplayBody;
 use crate::resilience::upstream::Upstreams;
+use crate::tls::inbound_policy::InboundPolicy;
+use crate::tls::peer_client::PeerClient;
 
 pub struct Side {
     pub direction: Direction,
@@ -34,6 +37,12 @@ pub struct Side {
     pub discovery: Option<Discovery>,
     /// How long a request waits for the first answer about a new authority.
     pub discovery_wait: Duration,
+    /// This proxy's workload identity, when it has one: inbound mTLS termination.
+    pub identity: Option<Arc<LocalIdentity>>,
+    /// Outbound, with an identity: HTTP to meshed endpoints over mTLS.
+    pub peers: Option<Arc<PeerClient<ReplayBody<Incoming>>>>,
+    /// Inbound: who may reach the app (strict/permissive, per-port identities).
+    pub inbound_policy: Arc<InboundPolicy>,
 }
 
 /// What both sides share.
@@ -43,4 +52,5 @@ pub struct Shared {
     pub drain: Drain,
     pub loop_guard: LoopGuard,
     pub discovery: Option<Discovery>,
+    pub identity: Option<Arc<LocalIdentity>>,
 }

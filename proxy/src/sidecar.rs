@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::admin::Admin;
+use crate::admin::{Admin, Readiness};
 use crate::config::ProxyConfig;
 use crate::connection;
 use crate::discovery::Discovery;
@@ -14,11 +14,15 @@ use crate::discovery::cache::{CacheConfig, Source};
 use crate::discovery::client::{ClientError, GrpcSource, Watcher};
 use crate::discovery::dns::{Dns, DnsSource, TtlBounds};
 use crate::drain::Drain;
+use crate::identity::IdentityError;
+use crate::identity::LocalIdentity;
+use crate::identity::config::IdentityConfigError;
 use crate::listener::{BindError, accept_loop, bind, bind_ipv6_twin};
 use crate::loop_guard::LoopGuard;
 use crate::metrics::Metrics;
 use crate::side::{Shared, Side};
 use crate::{inbound, outbound};
+use weft_settings::InboundPolicy;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
@@ -32,6 +36,15 @@ pub enum SidecarError {
     },
     #[error(transparent)]
     Discovery(#[from] ClientError),
+    #[error(transparent)]
+    IdentityConfig(#[from] IdentityConfigError),
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error("{setting} needs a workload identity, but WEFT_IDENTITY_ADDR is unset: {why}")]
+    NeedsIdentity {
+        setting: &'static str,
+        why: &'static str,
+    },
     #[error("cannot install the {signal} handler: {source}")]
     Signal {
         signal: &'static str,
@@ -69,11 +82,13 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
         source,
     })?;
 
+    let identity = identity(&config, &metrics, admin.readiness())?;
     let shared = Shared {
         metrics: metrics.clone(),
         drain: drain.clone(),
         loop_guard: LoopGuard::new(own_ports),
         discovery: Some(discovery(&config, &metrics)?),
+        identity,
     };
     tokio::spawn(admin.clone().serve(admin_listener));
     spawn_side(
@@ -143,6 +158,42 @@ fn discovery(config: &ProxyConfig, metrics: &Metrics) -> Result<Discovery, Sidec
         idle_timeout: config.discovery_idle_timeout,
     };
     Ok(Discovery::new(source, cache, metrics.discovery()))
+}
+
+/// The workload identity when WEFT_IDENTITY_ADDR is set; without one, proxies talk plaintext,
+/// which is said loudly and refused for settings that cannot work without it.
+fn identity(
+    config: &ProxyConfig,
+    metrics: &Metrics,
+    readiness: &Readiness,
+) -> Result<Option<Arc<LocalIdentity>>, SidecarError> {
+    let Some(settings) = config.identity.settings(&config.pod_namespace)? else {
+        if config.inbound_policy == InboundPolicy::Strict {
+            return Err(SidecarError::NeedsIdentity {
+                setting: "WEFT_INBOUND_POLICY=strict",
+                why: "only mTLS would be accepted, and this proxy could not terminate it",
+            });
+        }
+        if !config.inbound_authz.is_empty() {
+            return Err(SidecarError::NeedsIdentity {
+                setting: "WEFT_INBOUND_AUTHZ",
+                why: "client identities can only be known over mTLS",
+            });
+        }
+        metrics.identity.set_enabled(false);
+        warn!(
+            "WEFT_IDENTITY_ADDR is unset: this proxy has NO workload identity; traffic between proxies is PLAINTEXT and unauthenticated"
+        );
+        return Ok(None);
+    };
+    info!(identity = %settings.id, ca = %settings.ca_addr, "requesting a workload certificate");
+    let identity = crate::identity::start(
+        &settings,
+        config.connect_timeout,
+        &metrics.identity,
+        readiness,
+    )?;
+    Ok(Some(identity))
 }
 
 /// One accept loop per listener (IPv4 and, when present, its IPv6 twin), sharing the side.

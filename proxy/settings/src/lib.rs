@@ -8,6 +8,7 @@ mod error;
 mod flag;
 mod grpc;
 mod image;
+mod inbound_policy;
 mod inject_mode;
 mod log;
 mod markdown;
@@ -24,6 +25,10 @@ pub use error::SettingError;
 pub use flag::parse_bool;
 pub use grpc::{GrpcCodeSet, parse_grpc_codes};
 pub use image::parse_image;
+pub use inbound_policy::{
+    AuthzRule, IdentityPattern, InboundAuthz, InboundPolicy, parse_inbound_authz,
+    parse_inbound_policy,
+};
 pub use inject_mode::{InjectMode, parse_inject_mode};
 pub use log::{LogFormat, parse_log_filter, parse_log_format};
 pub use markdown::markdown_table;

@@ -4,8 +4,9 @@
 
 use crate::{
     SettingError, parse_bool, parse_cidrs, parse_count, parse_duration, parse_grpc_codes,
-    parse_image, parse_inject_mode, parse_log_filter, parse_log_format, parse_ports,
-    parse_quantity, parse_rate, parse_ratio, parse_status_ranges, parse_uint,
+    parse_image, parse_inbound_authz, parse_inbound_policy, parse_inject_mode, parse_log_filter,
+    parse_log_format, parse_ports, parse_quantity, parse_rate, parse_ratio, parse_status_ranges,
+    parse_uint,
 };
 
 /// Every annotation starts with this; `Setting::annotation` holds the part after it.
@@ -99,6 +100,10 @@ pub enum Kind {
     Rate,
     /// "true" or "false".
     Bool,
+    /// "strict" or "permissive".
+    InboundPolicy,
+    /// Per-port identity rules: "8080=spiffe://td/ns/a/sa/b|*;9090=*".
+    InboundAuthz,
 }
 
 /// Checks `value` against the setting's kind; the error says what was expected and what was given.
@@ -119,6 +124,8 @@ pub fn validate(setting: &Setting, value: &str) -> Result<(), SettingError> {
         Kind::GrpcCodes => parse_grpc_codes(value).map(drop),
         Kind::Rate => parse_rate(value).map(drop),
         Kind::Bool => parse_bool(value).map(drop),
+        Kind::InboundPolicy => parse_inbound_policy(value).map(drop),
+        Kind::InboundAuthz => parse_inbound_authz(value).map(drop),
     }
 }
 
@@ -408,6 +415,22 @@ pub const SETTINGS: &[Setting] = &[
         "32Mi",
     ),
     Setting {
+        annotation: "inbound-policy",
+        target: Target::ProxyEnv("WEFT_INBOUND_POLICY"),
+        kind: Kind::InboundPolicy,
+        default: Some("permissive"),
+        summary: "`strict`: the app's ports accept only mTLS from mesh workloads (plaintext gets 403 or a closed connection); `permissive`: plaintext too. Needs the identity service.",
+        example: "strict",
+    },
+    Setting {
+        annotation: "allow-identities",
+        target: Target::ProxyEnv("WEFT_INBOUND_AUTHZ"),
+        kind: Kind::InboundAuthz,
+        default: Some(""),
+        summary: "Per-port authorization: `<ports>=<identity>|...` rules separated by `;`; an identity is a SPIFFE id, `spiffe://<td>/ns/<ns>/sa/*` or `*` (any mesh workload). Named ports refuse everyone else, plaintext included.",
+        example: "8080=spiffe://cluster.local/ns/shop/sa/web|spiffe://cluster.local/ns/ops/sa/*;9090=*",
+    },
+    Setting {
         annotation: "proxy-image",
         target: Target::ProxyImage,
         kind: Kind::Image,
@@ -513,6 +536,8 @@ mod tests {
         check("retry-attempts", "0", "-1");
         check("retry-non-idempotent", "false", "yes");
         check("inbound-rate-limit", "10/s", "10/d");
+        check("inbound-policy", "permissive", "mtls");
+        check("allow-identities", "8080=*", "8080=web");
     }
 
     #[test]

@@ -16,8 +16,13 @@ use tower::Service;
 use super::pool::Pool;
 use super::target::Target;
 use crate::connect::ConnectError;
+use crate::discovery::Endpoint;
+use crate::metrics::tls::Refusal;
 use crate::resilience::error::{ResilienceError, grpc_code};
 use crate::resilience::retry::ServedBy;
+use crate::tls::PeerError;
+use crate::tls::connect::MeshedPeer;
+use crate::tls::peer_client::PeerClient;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -42,6 +47,26 @@ pub enum EndpointError {
     /// The proxy's own answer: a timeout, overload, no endpoints, a rate limit.
     #[error(transparent)]
     Resilience(#[from] ResilienceError),
+    /// The inbound policy refused the caller (WEFT_INBOUND_POLICY / WEFT_INBOUND_AUTHZ).
+    #[error("the inbound policy refuses this caller on port {port}: {}", .reason.as_str())]
+    Refused { reason: Refusal, port: u16 },
+    /// Setting up mTLS to the peer proxy failed.
+    #[error(transparent)]
+    Peer(PeerError),
+}
+
+impl From<PeerError> for EndpointError {
+    /// TCP and HTTP failures keep their plain-connection variants, so retries judge them alike.
+    fn from(err: PeerError) -> Self {
+        match err {
+            PeerError::Connect(err) => EndpointError::Connect(err),
+            PeerError::HttpHandshake { peer, source } => {
+                EndpointError::Handshake { addr: peer, source }
+            }
+            PeerError::Request { peer, source } => EndpointError::Request { addr: peer, source },
+            other => EndpointError::Peer(other),
+        }
+    }
 }
 
 impl EndpointError {
@@ -54,6 +79,8 @@ impl EndpointError {
                 StatusCode::GATEWAY_TIMEOUT
             }
             EndpointError::Resilience(err) => err.status(),
+            EndpointError::Refused { .. } => StatusCode::FORBIDDEN,
+            EndpointError::Peer(err) => err.status(),
             _ => StatusCode::BAD_GATEWAY,
         }
     }
@@ -63,7 +90,8 @@ impl EndpointError {
     pub fn grpc_code(&self) -> u32 {
         match self {
             EndpointError::Resilience(err) => err.grpc_code(),
-            EndpointError::NoTarget => 13, // INTERNAL
+            EndpointError::NoTarget => 13,      // INTERNAL
+            EndpointError::Refused { .. } => 7, // PERMISSION_DENIED
             _ => grpc_code::UNAVAILABLE,
         }
     }
@@ -76,25 +104,34 @@ impl EndpointError {
             EndpointError::Handshake { .. } => "upstream handshake failed",
             EndpointError::Request { .. } => "upstream connection failed",
             EndpointError::Resilience(err) => err.short_cause(),
+            EndpointError::Refused { reason, .. } => match reason {
+                Refusal::Plaintext | Refusal::Handshake => "forbidden: mTLS required",
+                Refusal::Unauthorized => "forbidden: client identity not authorized",
+            },
+            EndpointError::Peer(err) => err.short_cause(),
         }
     }
 }
 
+/// Sends to the request's target: over mTLS through the peer proxy when the target is a meshed
+/// endpoint and this proxy has an identity, else directly over the pool.
 pub struct EndpointClient<B> {
     pool: Arc<Pool<B>>,
+    peers: Option<Arc<PeerClient<B>>>,
 }
 
 impl<B> Clone for EndpointClient<B> {
     fn clone(&self) -> Self {
         EndpointClient {
             pool: self.pool.clone(),
+            peers: self.peers.clone(),
         }
     }
 }
 
 impl<B> EndpointClient<B> {
-    pub fn new(pool: Arc<Pool<B>>) -> Self {
-        EndpointClient { pool }
+    pub fn new(pool: Arc<Pool<B>>, peers: Option<Arc<PeerClient<B>>>) -> Self {
+        EndpointClient { pool, peers }
     }
 }
 
@@ -113,13 +150,26 @@ where
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
         let pool = self.pool.clone();
+        let peers = self.peers.clone();
         Box::pin(async move {
             let target = req
                 .extensions()
                 .get::<Target>()
                 .copied()
                 .ok_or(EndpointError::NoTarget)?;
-            let mut resp = pool.send(target, req).await?;
+            // A meshed endpoint (the balancer attached it) is reached through its proxy.
+            let meshed = match &peers {
+                Some(_) => req
+                    .extensions()
+                    .get::<Endpoint>()
+                    .and_then(MeshedPeer::of)
+                    .transpose()?,
+                None => None,
+            };
+            let mut resp = match (meshed, peers) {
+                (Some(peer), Some(peers)) => peers.send(&peer, target.addr, req).await?,
+                _ => pool.send(target, req).await?,
+            };
             // Which endpoint answered, for retries to avoid it if the answer was a failure.
             resp.extensions_mut().insert(ServedBy(target.addr));
             Ok(resp)
@@ -192,7 +242,7 @@ mod tests {
     async fn reuses_a_keep_alive_connection() {
         let (addr, accepted) = upstream().await;
         let pool = Arc::new(Pool::new(Duration::from_secs(5)));
-        let client = EndpointClient::new(pool.clone());
+        let client = EndpointClient::new(pool.clone(), None);
         for _ in 0..3 {
             let resp = client.clone().oneshot(request(addr)).await.unwrap();
             assert_eq!(resp.status(), StatusCode::OK);
@@ -209,7 +259,7 @@ mod tests {
     async fn expired_idle_connections_are_swept() {
         let (addr, accepted) = upstream().await;
         let pool = Pool::shared(Duration::from_secs(5));
-        let client = EndpointClient::new(pool.clone());
+        let client = EndpointClient::new(pool.clone(), None);
         let resp = client.clone().oneshot(request(addr)).await.unwrap();
         resp.into_body().collect().await.unwrap();
         assert_eq!(pool.idle_h1(addr), 1);
@@ -227,7 +277,7 @@ mod tests {
         let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = gone.local_addr().unwrap();
         drop(gone);
-        let client = EndpointClient::new(Arc::new(Pool::new(Duration::from_secs(5))));
+        let client = EndpointClient::new(Arc::new(Pool::new(Duration::from_secs(5))), None);
         let err = client.oneshot(request(addr)).await.unwrap_err();
         assert_eq!(err.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(err.short_cause(), "upstream refused connection");
@@ -236,7 +286,7 @@ mod tests {
     #[tokio::test]
     async fn missing_target_is_an_error() {
         let client: EndpointClient<Full<Bytes>> =
-            EndpointClient::new(Arc::new(Pool::new(Duration::from_secs(5))));
+            EndpointClient::new(Arc::new(Pool::new(Duration::from_secs(5))), None);
         let err = client
             .oneshot(Request::new(Full::new(Bytes::new())))
             .await

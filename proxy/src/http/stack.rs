@@ -1,8 +1,9 @@
 //! The per-connection request stack, outermost first: metrics -> route (logical service) ->
-//! error responses -> hop-by-hop headers -> upgrades -> inbound rate limit -> request timeout ->
-//! upstream limits -> retry -> per-try timeout -> balancer (split, endpoint) -> endpoint client.
-//! Route runs before the error layer so that failures are logged with their target; the balancer
-//! sits inside retries so that each attempt picks its endpoint afresh.
+//! error responses -> hop-by-hop headers -> inbound policy and client identity -> upgrades ->
+//! inbound rate limit -> request timeout -> upstream limits -> retry -> per-try timeout ->
+//! balancer (split, endpoint) -> endpoint client (mTLS to meshed endpoints). Route runs before
+//! the error layer so that failures are logged with their target; the balancer sits inside
+//! retries so that each attempt picks its endpoint afresh.
 
 use std::sync::Arc;
 
@@ -26,29 +27,54 @@ use crate::resilience::replay::ReplayBody;
 use crate::resilience::retry::{Retry, RetryLayer};
 use crate::resilience::timeout::{Timeout, TimeoutKind, TimeoutLayer};
 use crate::resilience::upstream::UpstreamState;
+use crate::tls::client_identity::{Caller, ClientIdentityLayer, ClientIdentityService};
+use crate::tls::peer_client::PeerClient;
 
 type Resilient<S> = RateLimit<Timeout<ConcurrencyLimit<Retry<Timeout<S>>>>>;
 
 pub type Stack = RequestMetrics<
     Route<
-        ErrorResponse<HopByHop<Upgrade<Resilient<Balance<EndpointClient<ReplayBody<Incoming>>>>>>>,
+        ErrorResponse<
+            HopByHop<
+                ClientIdentityService<
+                    Upgrade<Resilient<Balance<EndpointClient<ReplayBody<Incoming>>>>>,
+                >,
+            >,
+        >,
     >,
 >;
 
-pub fn build(
-    target: Target,
-    router: Option<Router>,
-    metrics: HttpMetrics,
-    pool: Arc<Pool<ReplayBody<Incoming>>>,
-    drain: Drain,
-    upstream: Arc<UpstreamState>,
-    rate_limit: RateLimitLayer,
-) -> Stack {
+/// What an HTTP connection's stack needs beyond its target and metrics.
+pub struct StackParts {
+    /// Outbound: discovery's view of the connection's destination.
+    pub router: Option<Router>,
+    pub pool: Arc<Pool<ReplayBody<Incoming>>>,
+    pub drain: Drain,
+    pub upstream: Arc<UpstreamState>,
+    pub rate_limit: RateLimitLayer,
+    /// Inbound: the caller the inbound policy judges; `None` outbound.
+    pub caller: Option<Caller>,
+    /// Outbound with an identity: mTLS to meshed endpoints.
+    pub peers: Option<Arc<PeerClient<ReplayBody<Incoming>>>>,
+}
+
+pub fn build(target: Target, metrics: HttpMetrics, parts: StackParts) -> Stack {
+    let StackParts {
+        router,
+        pool,
+        drain,
+        upstream,
+        rate_limit,
+        caller,
+        peers,
+    } = parts;
     ServiceBuilder::new()
         .layer(RequestMetricsLayer::new(metrics))
         .layer(RouteLayer::new(target, router))
         .layer(ErrorResponseLayer)
         .layer(HopByHopLayer)
+        // Before the rate limit, which keys on the identity this layer attaches.
+        .layer(ClientIdentityLayer::new(caller))
         .layer(UpgradeLayer::new(drain))
         .layer(rate_limit)
         // The request timeout also bounds the wait for an in-flight slot.
@@ -57,5 +83,5 @@ pub fn build(
         .layer(RetryLayer::new(upstream.clone()))
         .layer(TimeoutLayer::new(TimeoutKind::PerTry, upstream))
         .layer(BalanceLayer)
-        .service(EndpointClient::new(pool))
+        .service(EndpointClient::new(pool, peers))
 }

@@ -16,10 +16,14 @@ use prometheus_client::registry::Registry;
 use crate::detect::{DetectOutcome, Protocol};
 use crate::discovery::metrics::DiscoveryMetrics;
 
+pub mod identity;
 pub mod prometheus_text;
 pub mod resilience;
+pub mod tls;
 
+use identity::IdentityMetrics;
 use resilience::ResilienceMetrics;
+use tls::TlsMetrics;
 
 /// Which side of the pod a connection belongs to.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -142,6 +146,8 @@ pub struct Metrics {
     detect: Family<DetectLabels, Counter>,
     pub resilience: ResilienceMetrics,
     discovery: DiscoveryMetrics,
+    pub identity: IdentityMetrics,
+    pub tls: TlsMetrics,
 }
 
 impl Default for Metrics {
@@ -166,6 +172,8 @@ impl Metrics {
             detect: Family::default(),
             resilience: ResilienceMetrics::default(),
             discovery: DiscoveryMetrics::register(&mut registry),
+            identity: IdentityMetrics::default(),
+            tls: TlsMetrics::default(),
             registry: Registry::default(),
         };
         // Counters get their `_total` suffix from the encoder.
@@ -220,9 +228,13 @@ impl Metrics {
             metrics.detect.clone(),
         );
         let resilience = ResilienceMetrics::register(&mut registry);
+        let identity = IdentityMetrics::register(&mut registry);
+        let tls = TlsMetrics::register(&mut registry);
         Metrics {
             registry,
             resilience,
+            identity,
+            tls,
             ..metrics
         }
     }

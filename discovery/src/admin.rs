@@ -1,5 +1,6 @@
 //! The admin server: `/metrics` for Prometheus, `/ready` (the source has delivered the cluster's
-//! objects once) and `/live` for the kubelet.
+//! objects once), `/live` for the kubelet, and `/synced?revision=N` (200 once the index serves
+//! the source's revision N or later: how a writer of the file source waits for discovery).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,11 +31,17 @@ impl Admin {
         Admin { metrics, index }
     }
 
-    pub fn respond(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    pub fn respond(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+    ) -> Response<Full<Bytes>> {
         if method != Method::GET && method != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
         }
         match path {
+            "/synced" => self.synced(query),
             "/live" => text(StatusCode::OK, "live"),
             "/ready" if self.index.borrow().is_some() => text(StatusCode::OK, "ready"),
             "/ready" => text(
@@ -76,7 +83,7 @@ impl Admin {
             let conn = builder.serve_connection(
                 TokioIo::new(stream),
                 hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let resp = admin.respond(req.method(), req.uri().path());
+                    let resp = admin.respond(req.method(), req.uri().path(), req.uri().query());
                     async move { Ok::<_, Infallible>(resp) }
                 }),
             );
@@ -85,6 +92,32 @@ impl Admin {
                     debug!(error = %err, "admin connection ended with an error");
                 }
             });
+        }
+    }
+}
+
+impl Admin {
+    fn synced(&self, query: Option<&str>) -> Response<Full<Bytes>> {
+        let wanted = query
+            .unwrap_or_default()
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("revision="))
+            .and_then(|n| n.parse::<u64>().ok());
+        let Some(wanted) = wanted else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "expected /synced?revision=<number>",
+            );
+        };
+        let served = self
+            .index
+            .borrow()
+            .as_ref()
+            .and_then(|index| index.revision());
+        if served.is_some_and(|served| served >= wanted) {
+            text(StatusCode::OK, "synced")
+        } else {
+            text(StatusCode::SERVICE_UNAVAILABLE, "not synced yet")
         }
     }
 }

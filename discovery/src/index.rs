@@ -63,6 +63,7 @@ pub struct Index {
     ports: HashMap<PortKey, Arc<ServiceState>>,
     by_addr: HashMap<SocketAddr, PortKey>,
     cluster_domain: String,
+    revision: Option<u64>,
 }
 
 /// What discovery knows about a pod that backs an endpoint.
@@ -83,6 +84,7 @@ impl Index {
         let slices = slices_by_service(objects, &mut problems);
         let mut index = Index {
             cluster_domain: config.cluster_domain.clone(),
+            revision: objects.revision,
             ..Default::default()
         };
         // Endpoint addresses map to their service only after every ClusterIP is in, and in a fixed
@@ -112,6 +114,11 @@ impl Index {
             Target::Name { host, port } => self.name_key(host, *port, client_namespace)?,
         };
         self.ports.get(&key).cloned()
+    }
+
+    /// The source's revision of the objects this index was built from (see `ClusterObjects`).
+    pub fn revision(&self) -> Option<u64> {
+        self.revision
     }
 
     /// Service ports indexed.

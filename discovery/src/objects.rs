@@ -39,6 +39,10 @@ pub struct ClusterObjects {
     pub services: BTreeMap<ObjectKey, Service>,
     pub slices: BTreeMap<ObjectKey, EndpointSlice>,
     pub pods: BTreeMap<ObjectKey, Pod>,
+    /// The writer's revision of this set, when the source has one (the file source's `revision`
+    /// file): lets a writer learn, through the admin server's `/synced`, that discovery serves
+    /// what it wrote.
+    pub revision: Option<u64>,
 }
 
 /// Why a document could not be taken in.

@@ -379,3 +379,29 @@ fn a_missing_directory_stops_start_up_naming_the_setting() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn synced_says_when_the_writers_revision_is_served() {
+    let discovery = Discovery::start("synced");
+    assert_eq!(
+        discovery.get("/synced?revision=1").0,
+        503,
+        "no revision yet"
+    );
+    assert_eq!(discovery.get("/synced").0, 400);
+    discovery.write("svc.yaml", SERVICE);
+    discovery.write("eps.yaml", &endpoints(&["10.244.0.1"]));
+    write_atomically(&discovery.dir.join("revision"), "1\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while discovery.get("/synced?revision=1").0 != 200 {
+        assert!(Instant::now() < deadline, "revision 1 was never served");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Synced means served: a watch now sees what was written with revision 1, at once.
+    let mut stream = discovery.watch("10.96.0.10:80", "").await;
+    let Update::Snapshot(snapshot) = next(&mut stream).await else {
+        panic!("expected a snapshot")
+    };
+    assert_eq!(addrs(&snapshot.endpoints), ["10.244.0.1:8080"]);
+    assert_eq!(discovery.get("/synced?revision=2").0, 503);
+}

@@ -1,8 +1,6 @@
 //! The control plane in the testbed: weft-discovery runs as a pod in namespace `weft` over the
 //! testbed's cluster directory, and what it serves follows the testbed (scale, annotations).
 
-use std::time::{Duration, Instant};
-
 use weft_testbed::{ControlPlane, Testbed, TestbedOptions};
 
 use crate::support::require;
@@ -92,23 +90,6 @@ fn first_update(tb: &Testbed, target: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// Waits (bounded) until a fresh watch's first update satisfies `check`; the file source polls
-/// every 500 ms, so a change shows within a second or two.
-fn eventually(tb: &Testbed, target: &str, check: impl Fn(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let line = first_update(tb, target);
-        if check(&line) {
-            return line;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "discovery never showed the change; last: {line}"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 fn endpoint_count(line: &str) -> usize {
     line.matches("[meshed proxy=4143 id=spiffe://cluster.local/ns/shop/sa/catalog]")
         .count()
@@ -135,8 +116,8 @@ fn discovery_serves_the_testbed_and_follows_a_scale_and_annotations() {
     }
 
     // By name and by ClusterIP, the same service with both replicas, meshed, with identities.
-    // Discovery polls the directory, so it converges within about a poll interval.
-    let line = eventually(&tb, "catalog:80", |l| endpoint_count(l) == 2);
+    // `up`, `scale` and `set_service_annotation` return once discovery serves what they did.
+    let line = first_update(&tb, "catalog:80");
     assert!(line.starts_with("snapshot catalog.shop:80 "), "{line}");
     assert_eq!(endpoint_count(&line), 2, "{line}");
     for pod in &pods {
@@ -152,7 +133,8 @@ fn discovery_serves_the_testbed_and_follows_a_scale_and_annotations() {
     assert_eq!(first_update(&tb, "198.18.255.254:80"), "not-in-mesh");
 
     tb.scale("catalog", 3).unwrap();
-    let grown = eventually(&tb, "catalog:80", |l| endpoint_count(l) == 3);
+    let grown = first_update(&tb, "catalog:80");
+    assert_eq!(endpoint_count(&grown), 3, "{grown}");
     let files = std::fs::read_dir(&dir)
         .unwrap()
         .filter_map(|e| e.ok())
@@ -163,7 +145,8 @@ fn discovery_serves_the_testbed_and_follows_a_scale_and_annotations() {
     );
 
     tb.scale("catalog", 1).unwrap();
-    let shrunk = eventually(&tb, "catalog:80", |l| endpoint_count(l) == 1);
+    let shrunk = first_update(&tb, "catalog:80");
+    assert_eq!(endpoint_count(&shrunk), 1, "{shrunk}");
     assert!(
         shrunk.contains(&format!("{}:8080", pods[0].ip)),
         "the first replica stays: {shrunk}"
@@ -172,7 +155,8 @@ fn discovery_serves_the_testbed_and_follows_a_scale_and_annotations() {
 
     tb.set_service_annotation("catalog.shop", "weft.io/timeout", "250ms")
         .unwrap();
-    eventually(&tb, "catalog:80", |l| l.contains("timeout_ms: Some(250)"));
+    let line = first_update(&tb, "catalog:80");
+    assert!(line.contains("timeout_ms: Some(250)"), "{line}");
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The cluster directory: the testbed's Services and pods as the Kubernetes objects weft-discovery's
 //! file source reads (Service, EndpointSlice, Pod; one YAML file per object). Each file is written
 //! to a temporary name and renamed, so discovery never reads half a file; unchanged files are left
-//! alone and files of objects that are gone are removed.
+//! alone and files of objects that are gone are removed. A `revision` file, raised after each
+//! rewrite, lets the testbed wait until discovery serves what it wrote (`/synced?revision=N`).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -193,6 +194,15 @@ pub fn write(dir: &Path, files: &BTreeMap<String, Value>) -> Result<(), TestbedE
         }
     }
     Ok(())
+}
+
+/// Writes the directory's revision (after the objects it covers): weft-discovery reads it before
+/// the objects, so serving revision N means serving everything written before it.
+pub fn write_revision(dir: &Path, revision: u64) -> Result<(), TestbedError> {
+    let (path, tmp) = (dir.join("revision"), dir.join(".revision.tmp"));
+    std::fs::write(&tmp, format!("{revision}\n"))
+        .map_err(|e| TestbedError::io("writing", &tmp, e))?;
+    std::fs::rename(&tmp, &path).map_err(|e| TestbedError::io("renaming into", &path, e))
 }
 
 #[cfg(test)]

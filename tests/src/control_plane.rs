@@ -35,6 +35,9 @@ pub const DISCOVERY: Component = Component {
     manifest: include_str!("control_plane/discovery.yaml"),
 };
 
+/// weft-discovery's admin port (`--admin` in its manifest): the testbed asks its `/synced`.
+pub const DISCOVERY_ADMIN_PORT: u16 = 9996;
+
 /// The CA. Its directory comes from `weft-identity ca init`, which the testbed runs before the
 /// control plane starts (see `IdentityCa`), as the Secret `weft/weft-identity-ca`.
 pub const IDENTITY: Component = Component {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use crate::address::AddressPool;
 use crate::cleanup::{self, DownTarget};
 use crate::cluster_dir::{self, PodView, ServiceView};
-use crate::control_plane::{self, ControlPlane};
+use crate::control_plane::{self, ControlPlane, DISCOVERY, DISCOVERY_ADMIN_PORT};
 use crate::dnat::{self, ServiceRule};
 use crate::error::TestbedError;
 use crate::hosts::ServiceRecord;
@@ -100,6 +100,8 @@ pub struct Testbed {
     binaries: BTreeMap<String, PathBuf>,
     /// What weft-discovery's file source reads (see `cluster_dir`).
     cluster_dir: PathBuf,
+    /// Raised with every rewrite of the cluster directory; discovery reports when it serves it.
+    cluster_revision: u64,
     /// The CA the control plane's weft-identity serves, when it runs: the source of pods' tokens
     /// and trust anchors.
     identity_ca: Option<IdentityCa>,
@@ -182,6 +184,7 @@ impl Testbed {
             next_seq: 0,
             binaries,
             cluster_dir,
+            cluster_revision: 0,
             identity_ca: None,
             return_path: ReturnPath::BridgeNetfilter,
             detached: false,
@@ -317,11 +320,13 @@ impl Testbed {
         self.write_dns()?;
         self.write_cluster_dir()?;
         self.apply_service_rules()?;
-        self.save_state()
+        self.save_state()?;
+        self.wait_discovery_synced()
     }
 
-    /// Rewrites the cluster directory from the current Services and pods (see `cluster_dir`).
-    fn write_cluster_dir(&self) -> Result<(), TestbedError> {
+    /// Rewrites the cluster directory from the current Services and pods (see `cluster_dir`),
+    /// then raises its revision.
+    fn write_cluster_dir(&mut self) -> Result<(), TestbedError> {
         let services: Vec<ServiceView<'_>> = self
             .services
             .iter()
@@ -340,7 +345,47 @@ impl Testbed {
                 ready: p.ready,
             })
             .collect();
-        cluster_dir::write(&self.cluster_dir, &cluster_dir::objects(&services, &pods))
+        cluster_dir::write(&self.cluster_dir, &cluster_dir::objects(&services, &pods))?;
+        self.cluster_revision += 1;
+        cluster_dir::write_revision(&self.cluster_dir, self.cluster_revision)
+    }
+
+    /// Returns once weft-discovery serves the cluster directory's latest revision, so proxies
+    /// see what the testbed just did (bounded by the ready timeout). Without a ready discovery
+    /// pod there is nothing to wait for.
+    fn wait_discovery_synced(&self) -> Result<(), TestbedError> {
+        let Some(pod) = self.pods.iter().find(|p| {
+            p.ready && p.info.namespace == "weft" && p.info.owner.as_deref() == Some(DISCOVERY.name)
+        }) else {
+            return Ok(());
+        };
+        let addr = SocketAddr::new(pod.info.ip.into(), DISCOVERY_ADMIN_PORT);
+        let path = format!("/synced?revision={}", self.cluster_revision);
+        let deadline = Instant::now() + self.opts.ready_timeout;
+        loop {
+            let last = match probe::http_get(&pod.netns, addr, &path, Duration::from_secs(1))? {
+                Ok(resp) if resp.status == 200 => return Ok(()),
+                Ok(resp) => format!("{path}: {} {}", resp.status, resp.body.trim()),
+                Err(reason) => reason,
+            };
+            if Instant::now() >= deadline {
+                return Err(TestbedError::NotReady {
+                    pod: pod.info.name.clone(),
+                    container: "discovery".into(),
+                    timeout: self.opts.ready_timeout,
+                    last: format!(
+                        "cluster revision {} not served: {last}",
+                        self.cluster_revision
+                    ),
+                    log_tail: pod
+                        .containers
+                        .first()
+                        .map(|c| log_tail(&c.log))
+                        .unwrap_or_default(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The built binary standing in for an image (`weft-proxy`, `weft-discovery`,
@@ -379,7 +424,8 @@ impl Testbed {
                 .annotations
                 .insert(key.to_string(), value.to_string());
         }
-        self.write_cluster_dir()
+        self.write_cluster_dir()?;
+        self.wait_discovery_synced()
     }
 
     fn wait_ready(&mut self, pods: &[usize], deadline: Instant) -> Result<(), TestbedError> {
@@ -555,7 +601,9 @@ impl Testbed {
             }
             self.apply_service_rules()?;
             self.write_dns()?;
+            // Proxies stop picking the doomed pods before they are stopped.
             self.write_cluster_dir()?;
+            self.wait_discovery_synced()?;
             for &i in doomed.iter().rev() {
                 let pod = self.pods.remove(i);
                 self.stop_pods(std::slice::from_ref(&pod));
@@ -569,7 +617,8 @@ impl Testbed {
                 }
             }
             self.write_cluster_dir()?;
-            self.save_state()
+            self.save_state()?;
+            self.wait_discovery_synced()
         } else {
             let mut new_pods = Vec::new();
             for replica in current..replicas {

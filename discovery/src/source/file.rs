@@ -2,6 +2,10 @@
 //! polled for changes. Each file is all-or-nothing: one that does not parse keeps its previous
 //! objects (and is reported), so a half-written file never blanks the index. Writers should still
 //! write a temporary name and rename it into place; names starting with '.' are ignored for that.
+//!
+//! An optional file `revision` holds a number the writer raises after each complete batch; it is
+//! read before the objects, so a revision seen implies every file written before it was seen
+//! too. The admin server's `/synced?revision=N` then tells the writer when discovery serves it.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -15,6 +19,8 @@ use crate::objects::ClusterObjects;
 
 /// How often the directory is checked; cheap (one `stat` per file).
 pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// The writer's revision file (see the module docs).
+pub const REVISION_FILE: &str = "revision";
 
 #[derive(Debug, thiserror::Error)]
 pub enum FileSourceError {
@@ -72,15 +78,21 @@ impl Source for FileSource {
         let mut files: BTreeMap<PathBuf, FileEntry> = BTreeMap::new();
         let mut dir_error: Option<String> = None;
         let mut first = true;
+        let mut revision = None;
         loop {
+            // Before the listing: a revision read implies the files written before it are listed.
+            let read_revision = read_revision(&self.dir.join(REVISION_FILE), &sink);
             match scan(&self.dir) {
                 Ok(stamps) => {
                     if dir_error.take().is_some() {
                         info!(dir = %self.dir.display(), "the directory is readable again");
                     }
                     let changed = refresh(&mut files, stamps, &sink);
-                    if changed || first {
-                        sink.publish(merge(&files));
+                    if changed || first || read_revision != revision {
+                        revision = read_revision;
+                        let mut objects = merge(&files);
+                        objects.revision = revision;
+                        sink.publish(objects);
                         first = false;
                     }
                 }
@@ -95,6 +107,20 @@ impl Source for FileSource {
                 }
             }
             tokio::time::sleep(self.interval).await;
+        }
+    }
+}
+
+/// The writer's revision; a missing file is no revision, an unreadable one is reported and
+/// treated as none.
+fn read_revision(path: &Path, sink: &ObjectSink) -> Option<u64> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match text.trim().parse() {
+        Ok(revision) => Some(revision),
+        Err(_) => {
+            sink.error();
+            warn!(file = %path.display(), content = %text.trim(), "the revision file does not hold a number; ignored");
+            None
         }
     }
 }

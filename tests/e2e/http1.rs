@@ -216,11 +216,17 @@ fn http1_0_request_is_answered() {
 }
 
 /// Header names keep their case both ways: the app sees `X-MiXeD-CaSe`, the client sees
-/// `X-ReSpOnSe-CaSe`, exactly as sent.
+/// `X-ReSpOnSe-CaSe`, exactly as sent. Only between proxies without identity (plaintext hop):
+/// over mTLS, HTTP/1 rides HTTP/2, whose header names are lowercase (tests/e2e/mtls.rs).
 #[test]
 fn http1_header_case_preserved() {
     require(&[("curl", "curl")]);
-    let tb = up(&pods());
+    let opts = weft_testbed::TestbedOptions {
+        control_plane: weft_testbed::ControlPlane::Discovery,
+        ..Default::default()
+    };
+    let tb = weft_testbed::Testbed::up(&manifests(&pods()), opts).expect("testbed up");
+    wait_listening(&tb, "server", PORT);
     let ip = tb.service_ip("server").expect("server has a ClusterIP");
     let (out_before, in_before) = (outbound(&tb), inbound(&tb));
     let url = format!("http://{ip}:{PORT}/head");

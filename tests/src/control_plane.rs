@@ -4,6 +4,7 @@
 //! gives the proxies.
 
 use std::path::Path;
+use std::time::Duration;
 
 use weft_inject::InjectOptions;
 
@@ -25,7 +26,8 @@ pub struct Component {
     pub name: &'static str,
     /// `host:port` the proxies are given.
     pub address: &'static str,
-    /// Kubernetes YAML; `{{CLUSTER_DIR}}` becomes the instance's cluster directory.
+    /// Kubernetes YAML; `{{CLUSTER_DIR}}` becomes the instance's cluster directory and
+    /// `{{CERT_LIFETIME}}` the CA's certificate lifetime.
     manifest: &'static str,
 }
 
@@ -74,19 +76,21 @@ impl ControlPlane {
         }
     }
 
-    /// The components' manifests, as one YAML stream.
-    pub fn manifests(self, cluster_dir: &Path) -> String {
+    /// The components' manifests, as one YAML stream; the CA issues certificates living
+    /// `cert_lifetime`.
+    pub fn manifests(self, cluster_dir: &Path, cert_lifetime: Duration) -> String {
         let components = self.components();
         if components.is_empty() {
             return String::new();
         }
         let dir = cluster_dir.display().to_string();
+        let lifetime = format!("{}ms", cert_lifetime.as_millis());
         std::iter::once(NAMESPACE.to_owned())
-            .chain(
-                components
-                    .iter()
-                    .map(|c| c.manifest.replace("{{CLUSTER_DIR}}", &dir)),
-            )
+            .chain(components.iter().map(|c| {
+                c.manifest
+                    .replace("{{CLUSTER_DIR}}", &dir)
+                    .replace("{{CERT_LIFETIME}}", &lifetime)
+            }))
             .collect::<Vec<_>>()
             .join("\n---\n")
     }
@@ -96,16 +100,22 @@ impl ControlPlane {
 mod tests {
     use super::*;
 
+    const DAY: Duration = Duration::from_secs(24 * 3600);
+
     #[test]
     fn none_runs_nothing_and_tells_proxies_nothing() {
-        assert!(ControlPlane::None.manifests(Path::new("/x")).is_empty());
+        assert!(
+            ControlPlane::None
+                .manifests(Path::new("/x"), DAY)
+                .is_empty()
+        );
         assert_eq!(ControlPlane::None.inject_options().discovery_addr, None);
         assert_eq!(ControlPlane::None.inject_options().identity_addr, None);
     }
 
     #[test]
     fn discovery_reads_the_cluster_directory_and_is_announced() {
-        let yaml = ControlPlane::Discovery.manifests(Path::new("/state/tb-1/cluster"));
+        let yaml = ControlPlane::Discovery.manifests(Path::new("/state/tb-1/cluster"), DAY);
         assert!(yaml.contains("--dir, \"/state/tb-1/cluster\""), "{yaml}");
         assert!(!yaml.contains("{{"), "{yaml}");
         assert_eq!(
@@ -142,7 +152,13 @@ mod tests {
             opts.identity_addr.as_deref(),
             Some("weft-identity.weft.svc.cluster.local:8080")
         );
-        let yaml = ControlPlane::Full.manifests(Path::new("/state/tb-1/cluster"));
+        let yaml = ControlPlane::Full.manifests(Path::new("/state/tb-1/cluster"), DAY);
+        assert!(!yaml.contains("{{"), "{yaml}");
+        assert!(
+            ControlPlane::Full
+                .manifests(Path::new("/x"), Duration::from_secs(20))
+                .contains(r#"value: "20000ms""#)
+        );
         assert_eq!(yaml.matches("kind: Namespace").count(), 1, "{yaml}");
         let plan = crate::manifest::plan(&yaml, &opts).unwrap();
         let built: Vec<_> = plan

@@ -50,6 +50,8 @@ pub struct TestbedOptions {
     pub state_root: PathBuf,
     /// The control plane run (in namespace `weft`) when any pod is meshed.
     pub control_plane: ControlPlane,
+    /// How long the CA's workload certificates live (proxies renew at 70%).
+    pub identity_cert_lifetime: Duration,
 }
 
 impl Default for TestbedOptions {
@@ -62,6 +64,7 @@ impl Default for TestbedOptions {
             name: None,
             state_root: cleanup::default_state_root(),
             control_plane: ControlPlane::default(),
+            identity_cert_lifetime: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -145,7 +148,12 @@ impl Testbed {
         let cluster_dir = state_dir.join("cluster");
         // Meshed pods need the control plane; it starts first, so proxies find it up.
         let control_workloads = if needs_proxy {
-            let control = manifest::plan(&opts.control_plane.manifests(&cluster_dir), &inject)?;
+            let control = manifest::plan(
+                &opts
+                    .control_plane
+                    .manifests(&cluster_dir, opts.identity_cert_lifetime),
+                &inject,
+            )?;
             let count = control.workloads.len();
             plan.workloads.splice(0..0, control.workloads);
             plan.services.splice(0..0, control.services);

@@ -167,14 +167,21 @@ async fn connect(dns: &Dns, uri: &http::Uri) -> Result<tokio::net::TcpStream, st
     let port = uri.port_u16().unwrap_or(80);
     let addrs: Vec<SocketAddr> = match host.trim_matches(['[', ']']).parse() {
         Ok(ip) => vec![SocketAddr::new(ip, port)],
-        Err(_) => dns
-            .resolve(host)
-            .await
-            .map_err(std::io::Error::other)?
-            .addrs
-            .into_iter()
-            .map(|ip| SocketAddr::new(ip, port))
-            .collect(),
+        Err(_) => {
+            let answer = match absolute(host) {
+                Some(name) => match dns.resolve(&name).await {
+                    Ok(answer) => Ok(answer),
+                    Err(_) => dns.resolve(host).await,
+                },
+                None => dns.resolve(host).await,
+            };
+            answer
+                .map_err(std::io::Error::other)?
+                .addrs
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect()
+        }
     };
     let mut last = std::io::Error::other(format!("{host} has no addresses"));
     for addr in addrs {
@@ -187,6 +194,14 @@ async fn connect(dns: &Dns, uri: &http::Uri) -> Result<tokio::net::TcpStream, st
         }
     }
     Err(last)
+}
+
+/// The control plane's address as an absolute name, to be tried before the search list. It is
+/// configured fully qualified (`weft-discovery.weft.svc.cluster.local`), but pods resolve with
+/// `ndots:5`, which would try it under every search domain first: a DNS round trip each, or a
+/// timeout each where the nameserver does not answer, longer than the connect timeout.
+fn absolute(host: &str) -> Option<String> {
+    (host.contains('.') && !host.ends_with('.')).then(|| format!("{host}."))
 }
 
 /// What one watch knows of its target, folded from the stream's updates.
@@ -293,4 +308,20 @@ fn spec(endpoint: &api::Endpoint) -> Result<EndpointSpec, weft_discovery_api::En
         proxy_port: u16::try_from(endpoint.proxy_port).unwrap_or(0),
         pod: endpoint.pod.as_str().into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::absolute;
+
+    #[test]
+    fn dotted_names_are_tried_as_written_first() {
+        assert_eq!(
+            absolute("weft-discovery.weft.svc.cluster.local").as_deref(),
+            Some("weft-discovery.weft.svc.cluster.local.")
+        );
+        assert_eq!(absolute("weft-discovery.weft.svc.cluster.local."), None);
+        // A bare name only makes sense with the search list.
+        assert_eq!(absolute("weft-discovery"), None);
+    }
 }

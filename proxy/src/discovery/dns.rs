@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::ResolveHosts;
+use hickory_resolver::config::{LookupIpStrategy, ResolveHosts};
 use hickory_resolver::net::NetError;
 use tracing::{debug, warn};
 
@@ -124,6 +124,10 @@ impl Dns {
         let mut builder =
             TokioResolver::builder_tokio().map_err(|source| DnsError::Config { source })?;
         builder.options_mut().use_hosts_file = ResolveHosts::Always;
+        // IPv6 only for names without IPv4 addresses: asking for both would wait on an AAAA
+        // query even when the hosts file (or the first answer) already gave the A records, and
+        // where the nameserver never answers that wait is its full timeout.
+        builder.options_mut().ip_strategy = LookupIpStrategy::Ipv4thenIpv6;
         let resolver = Arc::new(
             builder
                 .build()

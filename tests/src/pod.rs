@@ -200,6 +200,54 @@ impl Pod {
         Ok(())
     }
 
+    /// Starts an exited main container again with the same spec, appending to its log: what a
+    /// kubelet does for `restartPolicy: Always`. A container still running is an error (signal
+    /// it first), so a test always knows which process it is talking to.
+    pub fn restart_container(
+        &mut self,
+        name: &str,
+        ctx: &PodContext<'_>,
+    ) -> Result<(), TestbedError> {
+        let index = self
+            .containers
+            .iter()
+            .position(|c| !c.init && c.name() == name)
+            .ok_or_else(|| TestbedError::NoSuchContainer {
+                pod: self.info.name.clone(),
+                container: name.to_string(),
+            })?;
+        if self.containers[index].exit_status().is_none() {
+            return Err(TestbedError::CommandFailed {
+                command: format!("restart {}/{name}", self.info.name),
+                status: "container still running".into(),
+                stderr: "signal it and wait for it to exit first".into(),
+            });
+        }
+        let volumes = PodVolumes::materialise(
+            &ctx.volumes_dir.join(&self.info.name),
+            &self.spec.volumes,
+            &self.info.namespace,
+            self.service_account(),
+            ctx.volume_source,
+        )
+        .map_err(|reason| {
+            TestbedError::object("Pod", &self.info.namespace, &self.info.name, reason)
+        })?;
+        let spec = self.containers[index].spec.clone();
+        let log = self.containers[index].log.clone();
+        let child = self.launch(&spec, &log, ctx, &volumes)?;
+        let pid = child_pid(&child);
+        self.containers[index] = Container {
+            spec,
+            init: false,
+            log,
+            pid: Some(pid),
+            child: Mutex::new(Some(child)),
+            exit: Mutex::new(None),
+        };
+        Ok(())
+    }
+
     fn launch(
         &self,
         spec: &ContainerSpec,

@@ -852,6 +852,32 @@ impl Testbed {
         })
     }
 
+    /// Starts an exited container of a pod again (kill it with [`Testbed::signal`] and wait with
+    /// [`Testbed::wait_exit`] first) and waits until the pod is ready again.
+    pub fn restart_container(&mut self, pod: &str, container: &str) -> Result<(), TestbedError> {
+        let name = self.find(pod)?.info.name.clone();
+        let i = self
+            .pods
+            .iter()
+            .position(|p| p.info.name == name)
+            .ok_or_else(|| TestbedError::NoSuchPod(pod.to_string()))?;
+        let volumes_dir = self.state_dir.join("volumes");
+        let ctx = PodContext {
+            node_name: &self.node_netns,
+            log_dir: &self.log_dir,
+            binaries: &self.binaries,
+            volumes_dir: &volumes_dir,
+            volume_source: match &self.identity_ca {
+                Some(ca) => ca,
+                None => &NoVolumeSource,
+            },
+        };
+        self.pods[i].restart_container(container, &ctx)?;
+        self.save_state()?;
+        let deadline = Instant::now() + self.opts.ready_timeout;
+        self.wait_ready(&[i], deadline)
+    }
+
     /// Waits up to `timeout` for a container to exit: its exit code (128 + signal when killed by
     /// one), or None if it still runs.
     pub fn wait_exit(

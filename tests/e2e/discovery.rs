@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::support::{
-    Scratch, client_pod, counter, exec_ok, fixture, http_echo_pod, manifests, python, require,
-    wait_listening,
+    Scratch, client_pod, counter, exec, exec_ok, fixture, http_echo_pod, manifests, metrics,
+    python, require, wait_listening,
 };
 use weft_testbed::{ControlPlane, SpawnedProcess, Testbed, TestbedOptions};
 
@@ -363,6 +363,35 @@ fn balanced_to(tb: &Testbed, ip: std::net::Ipv4Addr) -> f64 {
     )
 }
 
+/// Waits (bounded) until the client's proxy knows each of `ips` as an endpoint on port 8080.
+/// Discovery follows the cluster one poll behind the testbed, and until it has the endpoints
+/// requests go where the app sent them; measuring then would measure the node's DNAT.
+fn wait_for_endpoints(tb: &Testbed, url: &str, ips: &[std::net::Ipv4Addr]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // A request opens the proxy's watch of the destination.
+        exec(
+            tb,
+            "client",
+            &["curl", "-sS", "-o", "/dev/null", "-m", "5", url],
+        );
+        let text = metrics(tb, "client");
+        let known = |ip: &std::net::Ipv4Addr| {
+            let label = format!(r#"endpoint="{ip}:8080""#);
+            text.lines()
+                .any(|l| l.starts_with("weft_endpoint_requests_total") && l.contains(&label))
+        };
+        if ips.iter().all(known) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the client's proxy never learnt all of {ips:?}:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 fn up_with(yaml: &str) -> Testbed {
     match Testbed::up(yaml, TestbedOptions::default()) {
         Ok(tb) => tb,
@@ -374,7 +403,11 @@ fn up_with(yaml: &str) -> Testbed {
 /// on the app's few keep-alive connections — not by the connection-level DNAT behind it.
 #[test]
 fn requests_to_a_cluster_ip_spread_across_all_replicas() {
-    require(&[("ip", "iproute2"), ("iptables", "iptables")]);
+    require(&[
+        ("ip", "iproute2"),
+        ("iptables", "iptables"),
+        ("curl", "curl"),
+    ]);
     let yaml = format!(
         "{}{}",
         echo_deployment("web", 3),
@@ -383,12 +416,14 @@ fn requests_to_a_cluster_ip_spread_across_all_replicas() {
     let tb = up_with(&yaml);
     let ip = tb.service_ip("web").unwrap();
     let url = format!("http://{ip}:8080/echo");
+    let replicas = tb.pods_of("web");
+    assert_eq!(replicas.len(), 3);
+    let ips: Vec<_> = replicas.iter().map(|p| p.ip).collect();
+    wait_for_endpoints(&tb, &url, &ips);
     // An app's connection pool: 4 connections, 600 requests.
     let report = load(&tb, "client", &url, 4, 600);
     eprintln!("ClusterIP spread, 4 connections: {}", report.shares());
     assert_eq!(report.errors, 0, "{}", report.shares());
-    let replicas = tb.pods_of("web");
-    assert_eq!(replicas.len(), 3);
     // Even is 200 each (33%); every replica must get at least 15% (90). P2C over equal
     // replicas is random, so a share that low means the balancer is not balancing.
     for pod in &replicas {
@@ -421,7 +456,11 @@ fn requests_to_a_cluster_ip_spread_across_all_replicas() {
 /// on another replica.
 #[test]
 fn scaling_down_during_traffic_fails_no_request() {
-    require(&[("ip", "iproute2"), ("iptables", "iptables")]);
+    require(&[
+        ("ip", "iproute2"),
+        ("iptables", "iptables"),
+        ("curl", "curl"),
+    ]);
     let yaml = format!(
         "{}{}",
         echo_deployment("web", 3),
@@ -429,14 +468,11 @@ fn scaling_down_during_traffic_fails_no_request() {
     );
     let mut tb = up_with(&yaml);
     let ip = tb.service_ip("web").unwrap();
+    let url = format!("http://{ip}:8080/echo");
+    let ips: Vec<_> = tb.pods_of("web").iter().map(|p| p.ip).collect();
+    wait_for_endpoints(&tb, &url, &ips);
     let doomed = tb.pods_of("web")[2].name.clone();
-    let traffic = BackgroundLoad::start(
-        &tb,
-        "client",
-        &format!("http://{ip}:8080/echo"),
-        4,
-        "scale-down",
-    );
+    let traffic = BackgroundLoad::start(&tb, "client", &url, 4, "scale-down");
     traffic.wait_for(200);
     let updates = counter(&tb, "client", "weft_discovery_updates_total", &[]);
     tb.scale("web", 2).unwrap();
@@ -463,7 +499,11 @@ fn scaling_down_during_traffic_fails_no_request() {
 /// prices it by its latency times its queue.
 #[test]
 fn a_slow_replica_gets_a_smaller_share() {
-    require(&[("ip", "iproute2"), ("iptables", "iptables")]);
+    require(&[
+        ("ip", "iproute2"),
+        ("iptables", "iptables"),
+        ("curl", "curl"),
+    ]);
     let yaml = format!(
         "{}{}{}{}
 ---
@@ -480,7 +520,16 @@ spec:
     );
     let tb = up_with(&yaml);
     let ip = tb.service_ip("web").unwrap();
-    let report = load(&tb, "client", &format!("http://{ip}:8080/echo"), 6, 600);
+    let url = format!("http://{ip}:8080/echo");
+    let ips: Vec<_> = tb
+        .pods()
+        .iter()
+        .filter(|p| p.name.starts_with("web-"))
+        .map(|p| p.ip)
+        .collect();
+    assert_eq!(ips.len(), 3);
+    wait_for_endpoints(&tb, &url, &ips);
+    let report = load(&tb, "client", &url, 6, 600);
     eprintln!("slow replica (+250 ms), 6 connections: {}", report.shares());
     assert_eq!(report.errors, 0, "{}", report.shares());
     // A fair share is 200 of 600; the slow replica must get less than half of that.
@@ -496,7 +545,11 @@ spec:
 /// afterwards is balanced to.
 #[test]
 fn traffic_survives_discovery_going_away_and_converges_when_it_returns() {
-    require(&[("ip", "iproute2"), ("iptables", "iptables")]);
+    require(&[
+        ("ip", "iproute2"),
+        ("iptables", "iptables"),
+        ("curl", "curl"),
+    ]);
     let yaml = format!(
         "{}{}",
         echo_deployment("web", 2),
@@ -505,6 +558,8 @@ fn traffic_survives_discovery_going_away_and_converges_when_it_returns() {
     let mut tb = up_with(&yaml);
     let ip = tb.service_ip("web").unwrap();
     let url = format!("http://{ip}:8080/echo");
+    let ips: Vec<_> = tb.pods_of("web").iter().map(|p| p.ip).collect();
+    wait_for_endpoints(&tb, &url, &ips);
     let traffic = BackgroundLoad::start(&tb, "client", &url, 4, "discovery-down");
     traffic.wait_for(100);
     let sigkill = nix::sys::signal::Signal::SIGKILL as i32;
@@ -558,7 +613,11 @@ fn traffic_survives_discovery_going_away_and_converges_when_it_returns() {
 /// to v2, decided per request.
 #[test]
 fn a_90_10_split_lands_within_tolerance() {
-    require(&[("ip", "iproute2"), ("iptables", "iptables")]);
+    require(&[
+        ("ip", "iproute2"),
+        ("iptables", "iptables"),
+        ("curl", "curl"),
+    ]);
     let yaml = format!(
         r#"{}{}{}
 ---
@@ -589,7 +648,17 @@ spec:
     );
     let tb = up_with(&yaml);
     let ip = tb.service_ip("reviews").unwrap();
-    let report = load(&tb, "client", &format!("http://{ip}:8080/echo"), 8, 2000);
+    let url = format!("http://{ip}:8080/echo");
+    let ips: Vec<_> = tb
+        .pods()
+        .iter()
+        .filter(|p| p.name.starts_with("reviews-"))
+        .map(|p| p.ip)
+        .collect();
+    assert_eq!(ips.len(), 2);
+    // Both backends' endpoints: the split is followed only once they are known.
+    wait_for_endpoints(&tb, &url, &ips);
+    let report = load(&tb, "client", &url, 8, 2000);
     eprintln!("90/10 split over 2000 requests: {}", report.shares());
     assert_eq!(report.errors, 0, "{}", report.shares());
     assert_eq!(report.answered(), 2000, "{}", report.shares());

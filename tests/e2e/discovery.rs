@@ -364,8 +364,8 @@ fn balanced_to(tb: &Testbed, ip: std::net::Ipv4Addr) -> f64 {
 }
 
 /// Waits (bounded) until the client's proxy knows each of `ips` as an endpoint on port 8080.
-/// Discovery follows the cluster one poll behind the testbed, and until it has the endpoints
-/// requests go where the app sent them; measuring then would measure the node's DNAT.
+/// A proxy watches a destination on its first connection there and, until the answer is in,
+/// sends requests where the app sent them; measuring then would measure the node's DNAT.
 fn wait_for_endpoints(tb: &Testbed, url: &str, ips: &[std::net::Ipv4Addr]) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

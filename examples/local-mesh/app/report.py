@@ -2,7 +2,7 @@
 """Prints what each pod's weft-proxy saw, from /metrics texts saved as <dir>/<pod>.metrics.
 
 One row per pod: requests by direction with their 2xx/5xx responses, and accepted
-TCP connections; then each pod's outbound requests by original destination. The two catalog rows'
+TCP connections; then each pod's outbound requests by upstream. The two catalog rows'
 inbound counts show how the Service spread web's calls. Stdlib only.
 """
 
@@ -66,7 +66,7 @@ def main():
     for r in rows:
         print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
     if upstreams:
-        print("\noutbound requests by upstream (original destination):")
+        print("\noutbound requests by upstream (the logical service discovery named, else the original destination):")
         for (pod, upstream), v in sorted(upstreams.items()):
             print(f"  {pod:<32} -> {upstream:<24} {int(v)}")
 

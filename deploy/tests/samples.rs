@@ -235,6 +235,11 @@ fn all_kinds_get_every_setting_applied() {
                 ("WEFT_MAX_CONNECTIONS", "100"),
                 ("WEFT_INBOUND_RATE_LIMIT", "100/s"),
                 ("WEFT_INBOUND_RATE_LIMIT_PER_CLIENT", "600/m"),
+                ("WEFT_INBOUND_POLICY", "strict"),
+                (
+                    "WEFT_INBOUND_AUTHZ",
+                    "8080=spiffe://cluster.local/ns/shop/sa/web|spiffe://cluster.local/ns/ops/sa/*;9090=*",
+                ),
             ]
         );
         assert_eq!(

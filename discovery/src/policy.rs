@@ -12,7 +12,7 @@ use weft_discovery_api::v1::{
 };
 use weft_settings::{
     ANNOTATION_PREFIX, GrpcCodeSet, SettingError, StatusSet, parse_bool, parse_count,
-    parse_duration, parse_grpc_codes, parse_rate, parse_ratio, parse_status_ranges,
+    parse_duration, parse_grpc_codes, parse_rate, parse_ratio, parse_status_ranges, parse_uint,
 };
 
 /// One annotation refused, and why.
@@ -34,7 +34,10 @@ pub fn service_policy(
         errors: Vec::new(),
     };
     let retry = RetryPolicy {
-        attempts: reader.get("retry-attempts", parse_count),
+        // The annotation counts retries, as the pod's does; the wire counts every attempt.
+        attempts: reader
+            .get("retry-attempts", parse_uint)
+            .map(|retries| retries.saturating_add(1)),
         statuses: reader
             .get("retry-statuses", parse_status_ranges)
             .map(|s| status_ranges(&s)),
@@ -154,8 +157,6 @@ enum RoutesError {
     },
     #[error("route {index}: pathPrefix {prefix:?} must start with '/'")]
     Prefix { index: usize, prefix: String },
-    #[error("route {index} ({prefix:?}): retryAttempts must be at least 1")]
-    Attempts { index: usize, prefix: String },
 }
 
 fn parse_routes(value: &str) -> Result<Vec<RoutePolicy>, RoutesError> {
@@ -186,11 +187,10 @@ fn parse_routes(value: &str) -> Result<Vec<RoutePolicy>, RoutesError> {
                 .retry_statuses
                 .map(|v| parse_status_ranges(&v).map_err(|e| field("retryStatuses", e)))
                 .transpose()?;
-            if route.retry_attempts == Some(0) {
-                return Err(RoutesError::Attempts { index, prefix });
-            }
             let retry = RetryPolicy {
-                attempts: route.retry_attempts,
+                attempts: route
+                    .retry_attempts
+                    .map(|retries| retries.saturating_add(1)),
                 non_idempotent: route.retry_non_idempotent,
                 statuses: statuses.map(|s| status_ranges(&s)),
                 ..Default::default()
@@ -301,7 +301,7 @@ mod tests {
         assert_eq!(policy.timeout_ms, Some(2000));
         assert_eq!(policy.per_try_timeout_ms, Some(500));
         let retry = policy.retry.unwrap();
-        assert_eq!(retry.attempts, Some(3));
+        assert_eq!(retry.attempts, Some(4), "3 retries after the first attempt");
         assert_eq!(
             retry.statuses.unwrap().ranges,
             vec![
@@ -362,7 +362,7 @@ mod tests {
             80,
         );
         assert_eq!(policy.timeout_ms, None);
-        assert_eq!(policy.retry.and_then(|r| r.attempts), Some(2));
+        assert_eq!(policy.retry.and_then(|r| r.attempts), Some(3));
         assert!(policy.split.is_empty());
         let names: Vec<_> = errors.iter().map(|e| e.annotation.as_str()).collect();
         assert_eq!(names, ["weft.io/timeout", "weft.io/split"]);
@@ -382,7 +382,7 @@ mod tests {
         assert_eq!(policy.routes[0].timeout_ms, Some(5000));
         assert_eq!(
             policy.routes[0].retry.as_ref().and_then(|r| r.attempts),
-            Some(1)
+            Some(2)
         );
         let second = policy.routes[1].retry.as_ref().unwrap();
         assert_eq!(second.non_idempotent, Some(true));
@@ -401,7 +401,7 @@ mod tests {
             r#"{"pathPrefix": "/"}"#,
             r#"[{"pathPrefix": "api"}]"#,
             r#"[{"pathPrefix": "/", "timeout": "fast"}]"#,
-            r#"[{"pathPrefix": "/", "retryAttempts": 0}]"#,
+            r#"[{"pathPrefix": "/", "retryAttempts": -1}]"#,
             r#"[{"pathPrefix": "/", "retries": 2}]"#,
         ] {
             let (policy, errors) = service_policy(&annotations(&[("routes", bad)]), "shop", 80);

@@ -10,6 +10,7 @@ use weft_settings::{
 };
 
 use crate::identity::config::IdentityConfig;
+use crate::resilience::breaker::BreakerConfig;
 use crate::resilience::policy::{LimitsPolicy, ResiliencePolicy, RetryPolicy, defaults};
 
 /// `weft-proxy` (no subcommand): run the sidecar.
@@ -138,6 +139,18 @@ pub struct ProxyConfig {
     #[arg(long, env = "WEFT_MAX_CONNECTIONS", default_value = defaults::MAX_CONNECTIONS, value_parser = weft_settings::parse_count)]
     pub max_connections: u32,
 
+    /// Outbound: consecutive failures (5xx, errors, per-try timeouts) that eject an endpoint from the balancer.
+    #[arg(long, env = "WEFT_BREAKER_FAILURES", default_value = defaults::BREAKER_FAILURES, value_parser = weft_settings::parse_count)]
+    pub breaker_failures: u32,
+
+    /// Outbound: how long a first ejection lasts; each repeat doubles it, up to 10x.
+    #[arg(long, env = "WEFT_BREAKER_EJECTION", default_value = defaults::BREAKER_EJECTION, value_parser = weft_settings::parse_duration)]
+    pub breaker_ejection: Duration,
+
+    /// Outbound: the largest share of an upstream's endpoints ejected at once.
+    #[arg(long, env = "WEFT_BREAKER_MAX_EJECTED", default_value = defaults::BREAKER_MAX_EJECTED, value_parser = weft_settings::parse_ratio)]
+    pub breaker_max_ejected: f64,
+
     /// Inbound: requests per period the pod accepts in all (e.g. 100/s); unset: no limit.
     #[arg(long, env = "WEFT_INBOUND_RATE_LIMIT", value_parser = weft_settings::parse_rate)]
     pub inbound_rate_limit: Option<Rate>,
@@ -178,6 +191,12 @@ impl ProxyConfig {
                 max_pending: self.max_pending,
                 max_in_flight: self.max_in_flight,
                 max_connections: self.max_connections,
+            },
+            breaker: BreakerConfig {
+                failures: self.breaker_failures,
+                base_ejection: self.breaker_ejection,
+                max_ejection: self.breaker_ejection.saturating_mul(10),
+                max_ejected_ratio: self.breaker_max_ejected,
             },
         }
     }

@@ -141,10 +141,15 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
                 addr: original,
                 version,
             };
-            let upstream = match resolved.as_ref().and_then(|(r, _)| r.service()) {
+            let service = resolved.as_ref().and_then(|(r, _)| r.service());
+            let upstream = match service {
                 Some(service) => Upstream::Service(service.name.clone()),
                 None => Upstream::Addr(original),
             };
+            // Shared by every connection to the same logical service (budget, limits, breakers).
+            let upstream_state = side
+                .upstreams
+                .get(upstream.clone(), service.map(|s| &*s.policy));
             let metrics = side
                 .metrics
                 .http_upstream(direction, upstream, detection.protocol);
@@ -171,7 +176,7 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
                     router,
                     pool: side.pool.clone(),
                     drain: side.drain.clone(),
-                    upstream: side.upstreams.get(original),
+                    upstream: upstream_state,
                     rate_limit: RateLimitLayer::new(side.rate_limiter.clone(), peer.ip()),
                     caller,
                     peers: side.peers.clone(),
@@ -187,7 +192,7 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
             let endpoint = resolved
                 .as_ref()
                 .and_then(|(r, _)| r.service())
-                .and_then(|service| balance::pick(service));
+                .and_then(balance::pick);
             let (destination, mut in_flight) = match &endpoint {
                 Some(endpoint) => {
                     endpoint.requests.inc();

@@ -26,6 +26,13 @@ pub fn pick_endpoint(service: &Service) -> Option<&Endpoint> {
     service.endpoints.get(index)
 }
 
+/// The index of the endpoint the next request goes to among `endpoints` (a service's
+/// endpoints filtered by their breakers); None when there are none.
+pub fn pick_among(endpoints: &[&Endpoint]) -> Option<usize> {
+    let now = Instant::now();
+    RNG.with(|rng| p2c::pick(endpoints, &mut *rng.borrow_mut(), now))
+}
+
 /// Which backend of a split the next request goes to (an index into `weights`).
 pub fn pick_split(weights: impl Iterator<Item = u32> + Clone) -> Option<usize> {
     RNG.with(|rng| split::pick(weights, &mut *rng.borrow_mut()))

@@ -17,6 +17,12 @@ pub trait Load {
 /// still steers.
 pub const TIE_RATIO: f64 = 1.5;
 
+impl<T: Load + ?Sized> Load for &T {
+    fn cost(&self, now: Instant) -> f64 {
+        (**self).cost(now)
+    }
+}
+
 /// The index of the chosen item, or None when there is nothing to choose from.
 pub fn pick<T: Load>(items: &[T], rng: &mut impl Rng, now: Instant) -> Option<usize> {
     match items.len() {

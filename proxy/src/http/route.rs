@@ -185,9 +185,10 @@ mod tests {
     use crate::discovery::cache::{CacheConfig, Feed, Source};
     use crate::discovery::endpoints::EndpointSpec;
     use crate::discovery::metrics::DiscoveryMetrics;
+    use crate::http::endpoint::EndpointError;
     use crate::http::target::HttpVersion;
+    use crate::resilience::upstream::tests::upstream_with;
     use std::collections::HashMap;
-    use std::convert::Infallible;
     use tower::ServiceExt;
 
     /// Answers from a fixed table: key -> endpoints (empty = pass through).
@@ -242,18 +243,19 @@ mod tests {
     fn echo_target() -> impl Service<
         Request<()>,
         Response = Response<Option<Target>>,
-        Error = Infallible,
+        Error = EndpointError,
         Future = impl Send,
     > + Clone
     + Send
     + 'static {
         tower::service_fn(|req: Request<()>| async move {
-            Ok::<_, Infallible>(Response::new(req.extensions().get::<Target>().copied()))
+            Ok::<_, EndpointError>(Response::new(req.extensions().get::<Target>().copied()))
         })
     }
 
     async fn route_of(layer: &RouteLayer, req: Request<()>) -> SocketAddr {
-        let svc = layer.layer(crate::http::balance::Balance::new(echo_target()));
+        let (upstream, _metrics) = upstream_with(Default::default());
+        let svc = layer.layer(crate::http::balance::Balance::new(echo_target(), upstream));
         let resp = svc.oneshot(req).await.unwrap();
         resp.into_body().unwrap().addr
     }

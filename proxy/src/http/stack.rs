@@ -1,9 +1,10 @@
 //! The per-connection request stack, outermost first: metrics -> route (logical service) ->
 //! error responses -> hop-by-hop headers -> inbound policy and client identity -> upgrades ->
-//! inbound rate limit -> request timeout -> upstream limits -> retry -> per-try timeout ->
-//! balancer (split, endpoint) -> endpoint client (mTLS to meshed endpoints). Route runs before
-//! the error layer so that failures are logged with their target; the balancer sits inside
-//! retries so that each attempt picks its endpoint afresh.
+//! inbound rate limit -> Service policy -> request timeout -> upstream limits -> retry ->
+//! per-try timeout -> balancer (split, breakers, endpoint) -> endpoint client (mTLS to meshed
+//! endpoints). Route runs before the error layer so that failures are logged with their target;
+//! the balancer sits inside retries so that each attempt picks its endpoint afresh, away from
+//! ejected endpoints and those the request already failed on.
 
 use std::sync::Arc;
 
@@ -25,20 +26,20 @@ use crate::resilience::limits::{ConcurrencyLimit, ConcurrencyLimitLayer};
 use crate::resilience::rate_limit::{RateLimit, RateLimitLayer};
 use crate::resilience::replay::ReplayBody;
 use crate::resilience::retry::{Retry, RetryLayer};
+use crate::resilience::service_policy::{ApplyServicePolicy, ServicePolicyLayer};
 use crate::resilience::timeout::{Timeout, TimeoutKind, TimeoutLayer};
 use crate::resilience::upstream::UpstreamState;
 use crate::tls::client_identity::{Caller, ClientIdentityLayer, ClientIdentityService};
 use crate::tls::peer_client::PeerClient;
 
-type Resilient<S> = RateLimit<Timeout<ConcurrencyLimit<Retry<Timeout<S>>>>>;
+type Resilient<S> =
+    RateLimit<ApplyServicePolicy<Timeout<ConcurrencyLimit<Retry<Timeout<Balance<S>>>>>>>;
 
 pub type Stack = RequestMetrics<
     Route<
         ErrorResponse<
             HopByHop<
-                ClientIdentityService<
-                    Upgrade<Resilient<Balance<EndpointClient<ReplayBody<Incoming>>>>>,
-                >,
+                ClientIdentityService<Upgrade<Resilient<EndpointClient<ReplayBody<Incoming>>>>>,
             >,
         >,
     >,
@@ -77,11 +78,12 @@ pub fn build(target: Target, metrics: HttpMetrics, parts: StackParts) -> Stack {
         .layer(ClientIdentityLayer::new(caller))
         .layer(UpgradeLayer::new(drain))
         .layer(rate_limit)
+        .layer(ServicePolicyLayer::new(upstream.clone()))
         // The request timeout also bounds the wait for an in-flight slot.
         .layer(TimeoutLayer::new(TimeoutKind::Request, upstream.clone()))
         .layer(ConcurrencyLimitLayer::new(upstream.clone()))
         .layer(RetryLayer::new(upstream.clone()))
-        .layer(TimeoutLayer::new(TimeoutKind::PerTry, upstream))
-        .layer(BalanceLayer)
+        .layer(TimeoutLayer::new(TimeoutKind::PerTry, upstream.clone()))
+        .layer(BalanceLayer::new(upstream))
         .service(EndpointClient::new(pool, peers))
 }

@@ -6,12 +6,15 @@
 //! at or below `max_ejected_ratio` (rounded down): a failure that would pass the cap leaves the
 //! endpoint in service.
 //!
-//! `CircuitBreaker` is the pure state machine; `Breaker` is the tower service around an
-//! endpoint: not ready while ejected (so a balancer skips it), recording each outcome.
+//! `CircuitBreaker` is the pure state machine; `EndpointBreaker` is one endpoint's shared handle
+//! on it (the balancer asks it whether the endpoint may be picked and records each attempt's
+//! outcome); `Breaker` is the tower service around an endpoint: not ready while ejected.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -48,7 +51,8 @@ impl Default for BreakerConfig {
 pub struct EjectionCap {
     endpoints: AtomicUsize,
     ejected: AtomicUsize,
-    max_ratio: f64,
+    /// An f64's bits: the Service's policy can change it live.
+    max_ratio: AtomicU64,
 }
 
 impl EjectionCap {
@@ -56,8 +60,12 @@ impl EjectionCap {
         EjectionCap {
             endpoints: AtomicUsize::new(endpoints),
             ejected: AtomicUsize::new(0),
-            max_ratio,
+            max_ratio: AtomicU64::new(max_ratio.to_bits()),
         }
+    }
+
+    pub fn set_max_ratio(&self, max_ratio: f64) {
+        self.max_ratio.store(max_ratio.to_bits(), Ordering::Release);
     }
 
     /// Discovery changed the number of endpoints.
@@ -70,7 +78,8 @@ impl EjectionCap {
     }
 
     fn try_take(&self) -> bool {
-        let max = (self.endpoints.load(Ordering::Acquire) as f64 * self.max_ratio).floor() as usize;
+        let ratio = f64::from_bits(self.max_ratio.load(Ordering::Acquire));
+        let max = (self.endpoints.load(Ordering::Acquire) as f64 * ratio).floor() as usize;
         self.ejected
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < max).then_some(n + 1)
@@ -126,6 +135,11 @@ impl CircuitBreaker {
 
     pub fn state(&self) -> State {
         self.state
+    }
+
+    /// The Service's policy changed: later failures and ejections follow the new one.
+    pub fn set_config(&mut self, config: BreakerConfig) {
+        self.config = config;
     }
 
     /// Whether a request may be sent now; `Err(until)` while ejected. Moves an expired
@@ -211,6 +225,97 @@ struct Shared {
     waiting: Vec<Waker>,
 }
 
+/// One endpoint's circuit breaker, shared by every request balanced over it. Clones share it.
+#[derive(Clone)]
+pub struct EndpointBreaker {
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl EndpointBreaker {
+    pub fn new(breaker: CircuitBreaker) -> Self {
+        EndpointBreaker {
+            shared: Arc::new(Mutex::new(Shared {
+                breaker,
+                waiting: Vec::new(),
+            })),
+        }
+    }
+
+    pub fn state(&self) -> State {
+        lock(&self.shared).breaker.state()
+    }
+
+    /// See [`CircuitBreaker::available`].
+    pub fn available(&self, now: Instant) -> Result<bool, Instant> {
+        lock(&self.shared).breaker.available(now)
+    }
+
+    pub fn set_config(&self, config: BreakerConfig) {
+        let mut shared = lock(&self.shared);
+        if shared.breaker.config != config {
+            shared.breaker.set_config(config);
+        }
+    }
+
+    /// A request is sent to the endpoint: its outcome is recorded through the returned guard
+    /// (dropped unrecorded, e.g. abandoned by the per-try timeout, it is a failure).
+    pub fn attempt(&self) -> Attempt {
+        lock(&self.shared).breaker.on_send();
+        Attempt {
+            shared: Some(self.shared.clone()),
+        }
+    }
+}
+
+/// The breakers of one upstream's endpoints, by address, sharing one ejection cap.
+pub struct Breakers {
+    cap: Arc<EjectionCap>,
+    metrics: BreakerMetrics,
+    endpoints: Mutex<HashMap<SocketAddr, EndpointBreaker>>,
+}
+
+impl Breakers {
+    pub fn new(metrics: BreakerMetrics) -> Self {
+        Breakers {
+            cap: Arc::new(EjectionCap::new(
+                0,
+                BreakerConfig::default().max_ejected_ratio,
+            )),
+            metrics,
+            endpoints: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The breakers of `addrs` (the endpoints being balanced over right now), created on first
+    /// sight with `config`; breakers of endpoints no longer listed are dropped, which frees
+    /// their place under the cap.
+    pub fn of(&self, addrs: &[SocketAddr], config: BreakerConfig) -> Vec<EndpointBreaker> {
+        self.cap.set_endpoints(addrs.len());
+        self.cap.set_max_ratio(config.max_ejected_ratio);
+        let mut endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if endpoints.len() > addrs.len() {
+            endpoints.retain(|addr, _| addrs.contains(addr));
+        }
+        addrs
+            .iter()
+            .map(|addr| {
+                let breaker = endpoints.entry(*addr).or_insert_with(|| {
+                    EndpointBreaker::new(CircuitBreaker::new(
+                        config,
+                        self.cap.clone(),
+                        self.metrics.clone(),
+                    ))
+                });
+                breaker.set_config(config);
+                breaker.clone()
+            })
+            .collect()
+    }
+}
+
 /// An endpoint service behind its circuit breaker. Clones share the breaker.
 pub struct Breaker<S> {
     inner: S,
@@ -237,10 +342,7 @@ impl<S> Breaker<S> {
     pub fn new(inner: S, breaker: CircuitBreaker) -> Self {
         Breaker {
             inner,
-            shared: Arc::new(Mutex::new(Shared {
-                breaker,
-                waiting: Vec::new(),
-            })),
+            shared: EndpointBreaker::new(breaker).shared,
             sleep: None,
         }
     }
@@ -286,7 +388,7 @@ where
         lock(&self.shared).breaker.on_send();
         BreakerFuture {
             inner: self.inner.call(req),
-            outcome: Outcome {
+            outcome: Attempt {
                 shared: Some(self.shared.clone()),
             },
         }
@@ -294,12 +396,12 @@ where
 }
 
 /// Records the attempt's outcome once; an attempt dropped unfinished counts as a failure.
-struct Outcome {
+pub struct Attempt {
     shared: Option<Arc<Mutex<Shared>>>,
 }
 
-impl Outcome {
-    fn record(&mut self, success: bool) {
+impl Attempt {
+    pub fn record(&mut self, success: bool) {
         let Some(shared) = self.shared.take() else {
             return;
         };
@@ -315,7 +417,7 @@ impl Outcome {
     }
 }
 
-impl Drop for Outcome {
+impl Drop for Attempt {
     fn drop(&mut self) {
         self.record(false);
     }
@@ -325,7 +427,7 @@ pin_project! {
     pub struct BreakerFuture<F> {
         #[pin]
         inner: F,
-        outcome: Outcome,
+        outcome: Attempt,
     }
 }
 

@@ -93,6 +93,11 @@ impl UpstreamLimits {
     }
 
     #[cfg(test)]
+    pub(crate) fn max_in_flight(&self) -> u32 {
+        self.max_in_flight
+    }
+
+    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
         self.max_in_flight as usize - self.in_flight.available_permits()
     }

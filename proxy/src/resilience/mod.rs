@@ -1,7 +1,8 @@
 //! Resilience per upstream, each concern a tower layer of its own: `timeout` (request and
 //! per-try), `retry` (with `budget` and `replay` of request bodies), `limits` (in-flight and
-//! pending), `rate_limit` (inbound), `breaker` (per endpoint, for the balancer). `policy` says what applies to a request and how the
-//! configuration layers combine; `upstream` holds what one upstream's requests share.
+//! pending), `rate_limit` (inbound), `breaker` (per endpoint, consulted by the balancer), `fail_fast`. `policy` says what applies
+//! to a request and how the configuration layers combine, `service_policy` turns a Service's
+//! policy from discovery into it; `upstream` holds what one upstream's requests share.
 
 pub mod breaker;
 pub mod budget;
@@ -12,5 +13,6 @@ pub mod policy;
 pub mod rate_limit;
 pub mod replay;
 pub mod retry;
+pub mod service_policy;
 pub mod timeout;
 pub mod upstream;

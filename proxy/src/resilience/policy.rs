@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use super::breaker::BreakerConfig;
 use http::Method;
 use weft_settings::{GrpcCodeSet, StatusSet, parse_grpc_codes, parse_status_ranges};
 
@@ -22,6 +23,9 @@ pub mod defaults {
     pub const MAX_PENDING: &str = "1024";
     pub const MAX_IN_FLIGHT: &str = "1024";
     pub const MAX_CONNECTIONS: &str = "1024";
+    pub const BREAKER_FAILURES: &str = "5";
+    pub const BREAKER_EJECTION: &str = "30s";
+    pub const BREAKER_MAX_EJECTED: &str = "0.5";
 }
 
 /// The effective policy for one request.
@@ -33,6 +37,7 @@ pub struct ResiliencePolicy {
     pub per_try_timeout: Duration,
     pub retry: RetryPolicy,
     pub limits: LimitsPolicy,
+    pub breaker: BreakerConfig,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -87,6 +92,7 @@ impl Default for ResiliencePolicy {
                 max_in_flight: 1024,
                 max_connections: 1024,
             },
+            breaker: BreakerConfig::default(),
         }
     }
 }
@@ -129,6 +135,17 @@ impl ResiliencePolicy {
         set(&mut p.limits.max_pending, o.max_pending);
         set(&mut p.limits.max_in_flight, o.max_in_flight);
         set(&mut p.limits.max_connections, o.max_connections);
+        set(&mut p.breaker.failures, o.breaker_failures);
+        if let Some(base) = o.breaker_ejection {
+            p.breaker.base_ejection = base;
+            // Keep room for the ejection to grow on repeat.
+            p.breaker.max_ejection = p.breaker.max_ejection.max(base * 10);
+        }
+        set(&mut p.breaker.max_ejection, o.breaker_max_ejection);
+        set(
+            &mut p.breaker.max_ejected_ratio,
+            o.breaker_max_ejected_ratio,
+        );
         p
     }
 
@@ -165,6 +182,10 @@ pub struct PolicyOverrides {
     pub max_pending: Option<u32>,
     pub max_in_flight: Option<u32>,
     pub max_connections: Option<u32>,
+    pub breaker_failures: Option<u32>,
+    pub breaker_ejection: Option<Duration>,
+    pub breaker_max_ejection: Option<Duration>,
+    pub breaker_max_ejected_ratio: Option<f64>,
 }
 
 /// Overrides for requests whose path starts with `path_prefix` and, when `methods` is not
@@ -227,6 +248,12 @@ mod tests {
         assert_eq!(
             p.limits.max_connections.to_string(),
             defaults::MAX_CONNECTIONS
+        );
+        assert_eq!(p.breaker.failures.to_string(), defaults::BREAKER_FAILURES);
+        assert_eq!(p.breaker.base_ejection, d(defaults::BREAKER_EJECTION));
+        assert_eq!(
+            p.breaker.max_ejected_ratio.to_string(),
+            defaults::BREAKER_MAX_EJECTED
         );
     }
 

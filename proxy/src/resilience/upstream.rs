@@ -1,31 +1,46 @@
 //! What the requests to one upstream share across connections: its policy, retry budget,
-//! limits and metric handles. `Upstreams` hands out one state per upstream and forgets it when
-//! no connection uses it any more.
+//! limits, endpoint breakers and metric handles. An upstream is a logical service when
+//! discovery knows the destination (so every connection to it, whichever ClusterIP or pod
+//! address it was made to, shares one budget and one set of limits), else the original
+//! address. `Upstreams` hands out one state per upstream and forgets it when no connection
+//! uses it any more.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use http::Request;
+use weft_discovery_api::v1::ServicePolicy;
 
+use super::breaker::{BreakerMetrics, Breakers};
 use super::budget::RetryBudget;
 use super::limits::UpstreamLimits;
-use super::policy::ResiliencePolicy;
-use crate::metrics::Direction;
+use super::policy::{LimitsPolicy, ResiliencePolicy, ServiceOverrides};
+use super::service_policy::OverridesCache;
 use crate::metrics::resilience::{ResilienceMetrics, UpstreamMetrics};
+use crate::metrics::{Direction, Upstream};
 
 pub struct UpstreamState {
+    /// The client's defaults; a request to a Service carries its own policy on top.
     pub policy: Arc<ResiliencePolicy>,
     pub budget: RetryBudget,
     pub limits: Arc<UpstreamLimits>,
+    pub breakers: Breakers,
+    pub service_overrides: OverridesCache,
     pub metrics: UpstreamMetrics,
 }
 
 impl UpstreamState {
-    pub fn new(policy: Arc<ResiliencePolicy>, metrics: UpstreamMetrics) -> Self {
+    pub fn new(
+        policy: Arc<ResiliencePolicy>,
+        limits: &LimitsPolicy,
+        metrics: UpstreamMetrics,
+        breaker_metrics: BreakerMetrics,
+    ) -> Self {
         UpstreamState {
-            limits: Arc::new(UpstreamLimits::new(&policy.limits, metrics.clone())),
+            limits: Arc::new(UpstreamLimits::new(limits, metrics.clone())),
             budget: RetryBudget::new(),
+            breakers: Breakers::new(breaker_metrics),
+            service_overrides: OverridesCache::default(),
             policy,
             metrics,
         }
@@ -40,12 +55,12 @@ impl UpstreamState {
     }
 }
 
-/// One side's upstream states, keyed by upstream address.
+/// One side's upstream states, keyed by logical service or address.
 pub struct Upstreams {
     direction: Direction,
     policy: Arc<ResiliencePolicy>,
     metrics: ResilienceMetrics,
-    states: Mutex<HashMap<SocketAddr, Weak<UpstreamState>>>,
+    states: Mutex<HashMap<Upstream, Weak<UpstreamState>>>,
 }
 
 impl Upstreams {
@@ -58,19 +73,40 @@ impl Upstreams {
         }
     }
 
-    /// The shared state of `addr`, created on first use.
-    pub fn get(&self, addr: SocketAddr) -> Arc<UpstreamState> {
+    /// The shared state of `upstream`, created on first use. The limits of a Service are its
+    /// own (`service_policy`, from discovery) over the client's, as they stand when the first
+    /// connection to it opens.
+    pub fn get(
+        &self,
+        upstream: Upstream,
+        service_policy: Option<&ServicePolicy>,
+    ) -> Arc<UpstreamState> {
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(state) = states.get(&addr).and_then(Weak::upgrade) {
+        if let Some(state) = states.get(&upstream).and_then(Weak::upgrade) {
             return state;
         }
         // Forget upstreams no connection uses before the map grows.
         if states.len() >= 64 && states.len().is_power_of_two() {
             states.retain(|_, state| state.strong_count() > 0);
         }
-        let metrics = self.metrics.upstream(self.direction, &addr.to_string());
-        let state = Arc::new(UpstreamState::new(self.policy.clone(), metrics));
-        states.insert(addr, Arc::downgrade(&state));
+        let label = match &upstream {
+            Upstream::Addr(addr) => addr.to_string(),
+            Upstream::Service(name) => name.to_string(),
+        };
+        let limits = match service_policy {
+            Some(policy) => {
+                let overrides = ServiceOverrides::from(policy);
+                self.policy.with(&overrides.service).limits
+            }
+            None => self.policy.limits.clone(),
+        };
+        let state = Arc::new(UpstreamState::new(
+            self.policy.clone(),
+            &limits,
+            self.metrics.upstream(self.direction, &label),
+            self.metrics.breaker(self.direction, &label),
+        ));
+        states.insert(upstream, Arc::downgrade(&state));
         state
     }
 }
@@ -87,10 +123,9 @@ pub(crate) mod tests {
         let metrics = Metrics::new();
         let policy = ResiliencePolicy::default().with(&overrides);
         let handles = metrics.resilience.upstream(Direction::Outbound, "test");
-        (
-            Arc::new(UpstreamState::new(Arc::new(policy), handles)),
-            metrics,
-        )
+        let breakers = metrics.resilience.breaker(Direction::Outbound, "test");
+        let state = UpstreamState::new(Arc::new(policy.clone()), &policy.limits, handles, breakers);
+        (Arc::new(state), metrics)
     }
 
     #[test]
@@ -101,14 +136,38 @@ pub(crate) mod tests {
             ResiliencePolicy::default(),
             metrics.resilience.clone(),
         );
-        let a: SocketAddr = "127.0.0.2:80".parse().unwrap();
-        let first = upstreams.get(a);
-        assert!(Arc::ptr_eq(&first, &upstreams.get(a)));
-        let other = upstreams.get("127.0.0.3:80".parse().unwrap());
+        let a = Upstream::Addr("127.0.0.2:80".parse().unwrap());
+        let first = upstreams.get(a.clone(), None);
+        assert!(Arc::ptr_eq(&first, &upstreams.get(a.clone(), None)));
+        let other = upstreams.get(Upstream::Addr("127.0.0.3:80".parse().unwrap()), None);
         assert!(!Arc::ptr_eq(&first, &other));
         drop(first);
         // No one holds it: a new one (fresh budget and limits) is made.
-        let again = upstreams.get(a);
+        let again = upstreams.get(a, None);
         assert_eq!(Arc::strong_count(&again), 1);
+    }
+
+    #[test]
+    fn a_service_is_one_upstream_with_its_own_limits() {
+        let metrics = Metrics::new();
+        let upstreams = Upstreams::new(
+            Direction::Outbound,
+            ResiliencePolicy::default(),
+            metrics.resilience.clone(),
+        );
+        let service = || Upstream::Service("web.default:80".into());
+        let policy = ServicePolicy {
+            limits: Some(weft_discovery_api::v1::Limits {
+                max_in_flight: Some(3),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let first = upstreams.get(service(), Some(&policy));
+        // Another connection to the same Service (another ClusterIP or pod address) shares it.
+        assert!(Arc::ptr_eq(&first, &upstreams.get(service(), None)));
+        assert_eq!(first.limits.max_in_flight(), 3);
+        // The request policy base stays the client's.
+        assert_eq!(first.policy.limits.max_in_flight, 1024);
     }
 }

@@ -31,6 +31,7 @@ use crate::drain::Watch;
 use crate::http::error_response::{ProxyBody, WEFT_ERROR};
 use crate::http::stack::{self, Stack, StackParts};
 use crate::http::{HttpVersion, Target};
+use crate::metrics::Upstream;
 use crate::metrics::tls::Refusal;
 use crate::opaque;
 use crate::resilience::limits::Limited;
@@ -180,7 +181,7 @@ impl InboundStacks {
                         router: None,
                         pool: side.pool.clone(),
                         drain: side.drain.clone(),
-                        upstream: side.upstreams.get(addr),
+                        upstream: side.upstreams.get(Upstream::Addr(addr), None),
                         rate_limit: RateLimitLayer::new(side.rate_limiter.clone(), self.peer.ip()),
                         caller: Some(Caller {
                             policy: side.policy.clone(),

@@ -60,7 +60,8 @@ pub fn service_policy(
     };
     let limits = Limits {
         max_connections: reader.get("max-connections", parse_count),
-        max_pending: reader.get("max-pending", parse_count),
+        // 0 is valid: refuse at once instead of queueing (as the pod's WEFT_MAX_PENDING).
+        max_pending: reader.get("max-pending", parse_uint),
         max_in_flight: reader.get("max-in-flight", parse_count),
     };
     let policy = ServicePolicy {

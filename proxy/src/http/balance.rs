@@ -34,7 +34,7 @@ use crate::discovery::{Endpoint, Service as LogicalService};
 use crate::resilience::breaker::{BreakerConfig, EndpointBreaker};
 use crate::resilience::error::ResilienceError;
 use crate::resilience::fail_fast;
-use crate::resilience::retry::FailedEndpoints;
+use crate::resilience::retry::{AttemptedEndpoint, FailedEndpoints};
 use crate::resilience::upstream::UpstreamState;
 
 /// The service whose endpoints take one request: a split's chosen backend when it has
@@ -191,6 +191,10 @@ where
             if let Some(target) = req.extensions_mut().get_mut::<Target>() {
                 target.addr = endpoint.addr;
             }
+            if let Some(AttemptedEndpoint(attempted)) = req.extensions().get::<AttemptedEndpoint>()
+            {
+                let _ = attempted.set(endpoint.addr);
+            }
             endpoint.requests.inc();
             let mut in_flight = endpoint.load.start();
             let mut attempt = breaker.attempt();
@@ -299,11 +303,22 @@ mod tests {
         let seen = Seen::default();
         let svc = Balance::new(upstreams(&["10.1.0.1:80"], seen.clone()), upstream);
         let web = service(&["10.1.0.1:80", "10.1.0.2:80", "10.1.0.3:80"]);
-        for _ in 0..300 {
-            svc.clone().oneshot(request(&web, &[])).await.unwrap();
+        // Requests that already failed on the good endpoints prefer the bad one while it is in.
+        let steer = ["10.1.0.2:80", "10.1.0.3:80"];
+        let bad = |seen: &Seen| {
+            seen.lock()
+                .unwrap()
+                .get(&"10.1.0.1:80".parse().unwrap())
+                .copied()
+        };
+        for _ in 0..10 {
+            svc.clone().oneshot(request(&web, &steer)).await.unwrap();
         }
-        let bad = seen.lock().unwrap()[&"10.1.0.1:80".parse().unwrap()];
-        assert_eq!(bad, 3, "three failures eject it for the 30 s that follow");
+        assert_eq!(
+            bad(&seen),
+            Some(3),
+            "three failures eject it for the 30 s that follow"
+        );
         let text = metrics.render().unwrap();
         assert!(
             text.contains(r#"weft_breaker_ejected{direction="outbound",upstream="test"} 1"#),
@@ -312,10 +327,10 @@ mod tests {
         // After the ejection, one probe: it fails again, and the next ejection is longer.
         tokio::time::advance(Duration::from_secs(31)).await;
         seen.lock().unwrap().clear();
-        for _ in 0..300 {
-            svc.clone().oneshot(request(&web, &[])).await.unwrap();
+        for _ in 0..10 {
+            svc.clone().oneshot(request(&web, &steer)).await.unwrap();
         }
-        assert_eq!(seen.lock().unwrap()[&"10.1.0.1:80".parse().unwrap()], 1);
+        assert_eq!(bad(&seen), Some(1));
     }
 
     #[tokio::test(start_paused = true)]

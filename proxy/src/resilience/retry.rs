@@ -41,6 +41,12 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FailedEndpoints(pub Vec<SocketAddr>);
 
+/// Where the balancer sent one attempt (a request extension the retry layer gives each attempt
+/// and the balancer fills in): how a retry knows which endpoint an attempt that ended without
+/// a response of its own, such as a per-try timeout, failed on.
+#[derive(Clone, Debug, Default)]
+pub struct AttemptedEndpoint(pub Arc<std::sync::OnceLock<SocketAddr>>);
+
 /// The endpoint that produced a response (a response extension set by the endpoint client).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ServedBy(pub SocketAddr);
@@ -120,7 +126,10 @@ where
                 *head.extensions_mut() = parts.extensions.clone();
                 head
             });
-            let mut result = svc.call(Request::from_parts(parts, body)).await;
+            let mut attempted = AttemptedEndpoint::default();
+            let mut first = Request::from_parts(parts, body);
+            first.extensions_mut().insert(attempted.clone());
+            let mut result = svc.call(first).await;
             let mut failed = Vec::new();
             for attempt in 1..=retry.attempts {
                 let Some(reason) = retry_reason(&result, retry, grpc, method_allows) else {
@@ -145,7 +154,7 @@ where
                     break;
                 }
                 upstream.metrics.retry();
-                if let Some(addr) = endpoint_of(&result) {
+                if let Some(addr) = endpoint_of(&result).or_else(|| attempted.0.get().copied()) {
                     failed.push(addr);
                 }
                 // Let go of the failed response (and its connection) before waiting.
@@ -155,6 +164,8 @@ where
                 next_body = body.try_clone();
                 let mut req = Request::from_parts(template_parts(template), body);
                 req.extensions_mut().insert(FailedEndpoints(failed.clone()));
+                attempted = AttemptedEndpoint::default();
+                req.extensions_mut().insert(attempted.clone());
                 result = match svc.ready().await {
                     Ok(ready) => ready.call(req).await,
                     Err(err) => Err(err),
@@ -361,6 +372,41 @@ mod tests {
         assert!(
             text.contains(r#"weft_retry_total{direction="outbound",upstream="test"} 1"#),
             "{text}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_that_timed_out_names_the_endpoint_the_balancer_chose() {
+        let (upstream, _metrics) = upstream_with(PolicyOverrides::default());
+        let seen: Arc<Mutex<Vec<Option<FailedEndpoints>>>> = Arc::default();
+        let record = seen.clone();
+        let svc = tower::service_fn(move |req: Request<ReplayBody<Full<Bytes>>>| {
+            let mut seen = record.lock().unwrap();
+            seen.push(req.extensions().get::<FailedEndpoints>().cloned());
+            // As the balancer does: the attempt goes to 10.0.0.N, and the first times out.
+            let n = seen.len();
+            if let Some(AttemptedEndpoint(at)) = req.extensions().get::<AttemptedEndpoint>() {
+                at.set(format!("10.0.0.{n}:80").parse().unwrap()).unwrap();
+            }
+            let result = if n == 1 {
+                Err(EndpointError::Resilience(ResilienceError::PerTryTimeout {
+                    after: std::time::Duration::from_millis(500),
+                }))
+            } else {
+                Ok(Response::new(Full::new(Bytes::new())))
+            };
+            std::future::ready(result)
+        });
+        let resp = RetryLayer::new(upstream)
+            .layer(svc)
+            .oneshot(request(Method::GET, b""))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let seen = seen.lock().unwrap();
+        assert_eq!(
+            seen[1],
+            Some(FailedEndpoints(vec!["10.0.0.1:80".parse().unwrap()]))
         );
     }
 

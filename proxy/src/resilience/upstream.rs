@@ -2,11 +2,12 @@
 //! limits, endpoint breakers and metric handles. An upstream is a logical service when
 //! discovery knows the destination (so every connection to it, whichever ClusterIP or pod
 //! address it was made to, shares one budget and one set of limits), else the original
-//! address. `Upstreams` hands out one state per upstream and forgets it when no connection
-//! uses it any more.
+//! address. `Upstreams` hands out one state per upstream and keeps it between connections (a
+//! breaker's ejection and the budget's window outlive any one connection), forgetting those no
+//! connection uses once there are many.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use http::Request;
 use weft_discovery_api::v1::ServicePolicy;
@@ -60,7 +61,7 @@ pub struct Upstreams {
     direction: Direction,
     policy: Arc<ResiliencePolicy>,
     metrics: ResilienceMetrics,
-    states: Mutex<HashMap<Upstream, Weak<UpstreamState>>>,
+    states: Mutex<HashMap<Upstream, Arc<UpstreamState>>>,
 }
 
 impl Upstreams {
@@ -82,12 +83,12 @@ impl Upstreams {
         service_policy: Option<&ServicePolicy>,
     ) -> Arc<UpstreamState> {
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(state) = states.get(&upstream).and_then(Weak::upgrade) {
-            return state;
+        if let Some(state) = states.get(&upstream) {
+            return state.clone();
         }
         // Forget upstreams no connection uses before the map grows.
         if states.len() >= 64 && states.len().is_power_of_two() {
-            states.retain(|_, state| state.strong_count() > 0);
+            states.retain(|_, state| Arc::strong_count(state) > 1);
         }
         let label = match &upstream {
             Upstream::Addr(addr) => addr.to_string(),
@@ -106,7 +107,7 @@ impl Upstreams {
             self.metrics.upstream(self.direction, &label),
             self.metrics.breaker(self.direction, &label),
         ));
-        states.insert(upstream, Arc::downgrade(&state));
+        states.insert(upstream, state.clone());
         state
     }
 }
@@ -141,10 +142,18 @@ pub(crate) mod tests {
         assert!(Arc::ptr_eq(&first, &upstreams.get(a.clone(), None)));
         let other = upstreams.get(Upstream::Addr("127.0.0.3:80".parse().unwrap()), None);
         assert!(!Arc::ptr_eq(&first, &other));
+        // Between connections it is kept: breakers and the budget outlive a connection.
+        let kept = Arc::downgrade(&first);
         drop(first);
-        // No one holds it: a new one (fresh budget and limits) is made.
-        let again = upstreams.get(a, None);
-        assert_eq!(Arc::strong_count(&again), 1);
+        assert!(Arc::ptr_eq(
+            &kept.upgrade().unwrap(),
+            &upstreams.get(a.clone(), None)
+        ));
+        // Once there are many, those no connection uses are forgotten.
+        for i in 0..64u16 {
+            upstreams.get(Upstream::Addr(([127, 0, 1, 1], i).into()), None);
+        }
+        assert!(kept.upgrade().is_none());
     }
 
     #[test]

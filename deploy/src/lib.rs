@@ -45,5 +45,11 @@ mod readme_tests {
             readme.contains(&weft_settings::markdown_table()),
             "deploy/README.md's annotation table is stale: paste weft_settings::markdown_table()"
         );
+        // The project README carries the same table for people who never open deploy/.
+        let project_readme = include_str!("../../README.md");
+        assert!(
+            project_readme.contains(&weft_settings::markdown_table()),
+            "README.md's annotation table is stale: paste weft_settings::markdown_table()"
+        );
     }
 }

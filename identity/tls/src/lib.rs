@@ -23,8 +23,8 @@ mod workload_key;
 
 #[cfg(test)]
 mod handshake_tests;
-#[cfg(test)]
-mod test_ca;
+#[cfg(any(test, feature = "test-ca"))]
+pub mod test_ca;
 
 pub use certificate::CertificateInfo;
 pub use certificate_slot::CertificateSlot;

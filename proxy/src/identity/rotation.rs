@@ -191,7 +191,7 @@ mod tests {
                         status: tonic::Status::unavailable("down"),
                     });
                 }
-                Ok(vec![self.ca.issue(&csr_der, self.life)])
+                Ok(vec![self.ca.issue_for_csr(&csr_der, self.life)])
             })
         }
     }
@@ -222,7 +222,7 @@ mod tests {
     #[tokio::test]
     async fn first_certificate_makes_ready_and_renewals_swap_it() {
         let ca = Arc::new(FakeCa {
-            ca: TestCa::new(),
+            ca: TestCa::new("proxy"),
             life: 2,
             down: Mutex::new(true),
             calls: AtomicUsize::new(0),
@@ -255,7 +255,7 @@ mod tests {
     #[tokio::test]
     async fn a_ca_outage_keeps_the_current_certificate() {
         let ca = Arc::new(FakeCa {
-            ca: TestCa::new(),
+            ca: TestCa::new("proxy"),
             life: 2,
             down: Mutex::new(false),
             calls: AtomicUsize::new(0),

@@ -26,7 +26,7 @@ use crate::http::endpoint::EndpointClient;
 use crate::http::pool::Pool;
 use crate::http::{HttpVersion, Target};
 use crate::identity::LocalIdentity;
-use crate::identity::test_ca::TestCa;
+use crate::identity::test_ca::{TestCa, expired, slot};
 use crate::loop_guard::LoopGuard;
 use crate::metrics::{Direction, Metrics};
 use crate::resilience::policy::ResiliencePolicy;
@@ -89,7 +89,7 @@ async fn server(ca: &TestCa, mode: Mode, authz: &str) -> Server {
     let addr = listener.local_addr().unwrap();
     let metrics = Arc::new(Metrics::new());
     let identity =
-        LocalIdentity::new(SpiffeId::parse(API).unwrap(), ca.anchors(), ca.slot(API)).unwrap();
+        LocalIdentity::new(SpiffeId::parse(API).unwrap(), ca.anchors(), slot(ca, API)).unwrap();
     let side = Arc::new(Side {
         direction: Direction::Inbound,
         detect_timeout: Duration::from_secs(1),
@@ -181,10 +181,10 @@ fn metric(metrics: &Metrics, needle: &str) -> bool {
 
 #[tokio::test]
 async fn http1_rides_one_h2_connection_and_is_restored_with_the_client_identity() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("proxy");
     let (app, app_connections) = app().await;
     let server = server(&ca, Mode::Strict, "").await;
-    let client = client(ca.slot(WEB), ca.anchors());
+    let client = client(slot(&ca, WEB), ca.anchors());
     for i in 0..3 {
         let resp = client
             .send(&peer(&server, API), app, get(&format!("/r{i}?q=1")))
@@ -215,10 +215,10 @@ async fn http1_rides_one_h2_connection_and_is_restored_with_the_client_identity(
 
 #[tokio::test]
 async fn the_server_must_be_the_identity_discovery_promised() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("proxy");
     let (app, _) = app().await;
     let server = server(&ca, Mode::Strict, "").await;
-    let client = client(ca.slot(WEB), ca.anchors());
+    let client = client(slot(&ca, WEB), ca.anchors());
     let err = client
         .send(
             &peer(&server, "spiffe://cluster.local/ns/shop/sa/other"),
@@ -234,10 +234,10 @@ async fn the_server_must_be_the_identity_discovery_promised() {
 
 #[tokio::test]
 async fn a_server_from_a_foreign_ca_is_refused() {
-    let (ca, foreign) = (TestCa::new(), TestCa::new());
+    let (ca, foreign) = (TestCa::new("proxy"), TestCa::new("proxy"));
     let (app, app_connections) = app().await;
     let server = server(&foreign, Mode::Strict, "").await;
-    let client = client(ca.slot(WEB), ca.anchors());
+    let client = client(slot(&ca, WEB), ca.anchors());
     let err = client
         .send(&peer(&server, API), app, get("/"))
         .await
@@ -248,14 +248,14 @@ async fn a_server_from_a_foreign_ca_is_refused() {
 
 #[tokio::test]
 async fn clients_with_foreign_or_expired_certificates_are_refused() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("proxy");
     let (app, app_connections) = app().await;
     let server = server(&ca, Mode::Strict, "").await;
-    let foreign = TestCa::new();
+    let foreign = TestCa::new("proxy");
     // The client trusts the server's CA, but presents a certificate the server does not trust.
     for slot in [
-        foreign.slot(WEB),
-        weft_tls::CertificateSlot::with(ca.expired(WEB)),
+        slot(&foreign, WEB),
+        weft_tls::CertificateSlot::with(expired(&ca, WEB)),
     ] {
         let client = client(slot, ca.anchors());
         let result = client.send(&peer(&server, API), app, get("/")).await;
@@ -276,11 +276,11 @@ async fn clients_with_foreign_or_expired_certificates_are_refused() {
 
 #[tokio::test]
 async fn per_port_rules_refuse_other_identities_with_403() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("proxy");
     let (app, app_connections) = app().await;
     let rules = format!("{}=spiffe://cluster.local/ns/shop/sa/admin", app.port());
     let server = server(&ca, Mode::Permissive, &rules).await;
-    let client = client(ca.slot(WEB), ca.anchors());
+    let client = client(slot(&ca, WEB), ca.anchors());
     let resp = client
         .send(&peer(&server, API), app, get("/"))
         .await
@@ -299,7 +299,7 @@ async fn per_port_rules_refuse_other_identities_with_403() {
 
 #[tokio::test]
 async fn opaque_bytes_ride_the_tcp_transport_with_half_close() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("proxy");
     let backend = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let target = backend.local_addr().unwrap();
     tokio::spawn(async move {
@@ -311,7 +311,7 @@ async fn opaque_bytes_ride_the_tcp_transport_with_half_close() {
     });
     let server = server(&ca, Mode::Strict, "").await;
     let identity =
-        LocalIdentity::new(SpiffeId::parse(WEB).unwrap(), ca.anchors(), ca.slot(WEB)).unwrap();
+        LocalIdentity::new(SpiffeId::parse(WEB).unwrap(), ca.anchors(), slot(&ca, WEB)).unwrap();
     let connector = PeerConnector::new(Arc::new(identity), Duration::from_secs(2));
     let mut tls = connector
         .connect(&peer(&server, API), Transport::Tcp)
@@ -336,10 +336,10 @@ async fn opaque_bytes_ride_the_tcp_transport_with_half_close() {
 
 #[tokio::test]
 async fn the_tcp_transport_cannot_reach_the_proxy_itself() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("proxy");
     let server = server(&ca, Mode::Strict, "").await;
     let identity =
-        LocalIdentity::new(SpiffeId::parse(WEB).unwrap(), ca.anchors(), ca.slot(WEB)).unwrap();
+        LocalIdentity::new(SpiffeId::parse(WEB).unwrap(), ca.anchors(), slot(&ca, WEB)).unwrap();
     let connector = PeerConnector::new(Arc::new(identity), Duration::from_secs(2));
     let mut tls = connector
         .connect(&peer(&server, API), Transport::Tcp)
@@ -363,7 +363,7 @@ async fn the_tcp_transport_cannot_reach_the_proxy_itself() {
 
 #[tokio::test]
 async fn plaintext_straight_to_the_inbound_port_is_still_a_loop() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("proxy");
     let server = server(&ca, Mode::Permissive, "").await;
     let mut plain = TcpStream::connect(server.addr).await.unwrap();
     plain
@@ -383,11 +383,11 @@ async fn plaintext_straight_to_the_inbound_port_is_still_a_loop() {
 /// check can notice it is not the identity asked for.
 #[tokio::test]
 async fn the_client_checks_the_servers_identity_itself() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("proxy");
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let config = weft_tls::server_config(
-        ca.slot(API),
+        slot(&ca, API),
         weft_tls::ClientAuthentication::None,
         vec![Transport::Tcp.alpn().to_vec()],
     )
@@ -402,7 +402,7 @@ async fn the_client_checks_the_servers_identity_itself() {
         }
     });
     let identity =
-        LocalIdentity::new(SpiffeId::parse(WEB).unwrap(), ca.anchors(), ca.slot(WEB)).unwrap();
+        LocalIdentity::new(SpiffeId::parse(WEB).unwrap(), ca.anchors(), slot(&ca, WEB)).unwrap();
     let connector = PeerConnector::new(Arc::new(identity), Duration::from_secs(2));
     let other = MeshedPeer {
         proxy: addr,
@@ -454,11 +454,11 @@ fn only_meshed_endpoints_with_an_identity_and_a_proxy_are_peers() {
 /// The endpoint client sends to a meshed endpoint through its proxy, and to others directly.
 #[tokio::test]
 async fn the_endpoint_client_uses_mtls_for_meshed_endpoints_only() {
-    let ca = TestCa::new();
+    let ca = TestCa::new("proxy");
     let (app, _) = app().await;
     let server = server(&ca, Mode::Strict, "").await;
     let identity =
-        LocalIdentity::new(SpiffeId::parse(WEB).unwrap(), ca.anchors(), ca.slot(WEB)).unwrap();
+        LocalIdentity::new(SpiffeId::parse(WEB).unwrap(), ca.anchors(), slot(&ca, WEB)).unwrap();
     let peers = Arc::new(PeerClient::new(
         PeerConnector::new(Arc::new(identity), Duration::from_secs(2)),
         crate::metrics::tls::TlsMetrics::default(),

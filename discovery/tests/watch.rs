@@ -29,11 +29,20 @@ impl Drop for Discovery {
     }
 }
 
+/// An address that was free a moment ago, chosen below the kernel's ephemeral range (32768+) so
+/// the outgoing connections of tests running beside this one cannot take it before the server
+/// binds.
 fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919);
+    for _ in 0..1000 {
+        let port = 20000 + (seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 12000);
+        if let Ok(listener) = TcpListener::bind(("127.0.0.1", port)) {
+            return listener.local_addr().unwrap();
+        }
+    }
+    panic!("no free port in 20000..32000 on 127.0.0.1");
 }
 
 impl Discovery {
@@ -42,31 +51,44 @@ impl Discovery {
             std::env::temp_dir().join(format!("weft-discovery-test-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let (grpc, admin) = (free_port(), free_port());
-        let child = Command::new(env!("CARGO_BIN_EXE_weft-discovery"))
-            .args(["--source", "file", "--dir"])
-            .arg(&dir)
-            .args(["--listen", &grpc.to_string(), "--admin", &admin.to_string()])
-            .env("WEFT_LOG", "debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let discovery = Discovery {
-            dir,
-            child,
-            grpc,
-            admin,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while discovery.get("/ready").0 != 200 {
-            assert!(
-                Instant::now() < deadline,
-                "weft-discovery did not become ready"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+        // A port can still be taken between the check and the bind: a server that exits before
+        // it is ready is started again on other ports (bounded).
+        for _ in 0..5 {
+            let (grpc, admin) = (free_port(), free_port());
+            let child = Command::new(env!("CARGO_BIN_EXE_weft-discovery"))
+                .args(["--source", "file", "--dir"])
+                .arg(&dir)
+                .args(["--listen", &grpc.to_string(), "--admin", &admin.to_string()])
+                .env("WEFT_LOG", "debug")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap();
+            let mut discovery = Discovery {
+                dir: dir.clone(),
+                child,
+                grpc,
+                admin,
+            };
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while discovery.get("/ready").0 != 200 {
+                assert!(
+                    Instant::now() < deadline,
+                    "weft-discovery did not become ready"
+                );
+                if discovery.child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if discovery.get("/ready").0 == 200 {
+                return discovery;
+            }
+            // Keep the directory for the next attempt: dropping kills the child and removes
+            // only what `dir` still names.
+            discovery.dir = PathBuf::new();
         }
-        discovery
+        panic!("weft-discovery exited before it became ready five times");
     }
 
     /// Writes a file the way the testbed does: a temporary name, then a rename.

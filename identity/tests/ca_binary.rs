@@ -47,12 +47,48 @@ fn run(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().unwrap()
 }
 
+/// A port that was free a moment ago, chosen below the kernel's ephemeral range (32768+) so the
+/// outgoing connections of tests running beside this one cannot take it before the server binds.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let seed = (std::process::id() as u16).wrapping_mul(7919);
+    for _ in 0..1000 {
+        let port = 20000 + (seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed)) % 12000);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000 on 127.0.0.1");
+}
+
+/// Starts `weft-identity serve` on fresh ports and waits for /ready. A port can still be taken
+/// between the check and the bind, so a server that exits before it is ready is started again on
+/// other ports (bounded).
+fn serve(dir: &str, extra: &[&str]) -> (Server, String, SocketAddr) {
+    for _ in 0..5 {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let admin: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let mut server = Server(
+            Command::new(BIN)
+                .args(["serve", "--dir", dir, "--listen", &listen])
+                .args(["--admin-listen", &admin.to_string()])
+                .args(extra)
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        for _ in 0..100 {
+            if http_get(admin, "/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+                return (server, listen, admin);
+            }
+            if server.0.try_wait().unwrap().is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    panic!("weft-identity serve did not become ready");
 }
 
 fn http_get(addr: SocketAddr, path: &str) -> Option<String> {
@@ -121,41 +157,17 @@ async fn certify_over_tls_with_local_tokens() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 
-    let (port, admin_port) = (free_port(), free_port());
-    let listen = format!("127.0.0.1:{port}");
-    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    let _server = Server(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--dir",
-                dir_s,
-                "--listen",
-                &listen,
-                "--admin-listen",
-                &admin.to_string(),
-            ])
-            .args([
-                "--authenticator",
-                "local",
-                "--cert-lifetime",
-                "1h",
-                "--backdate",
-                "2m",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+    let (_server, listen, admin) = serve(
+        dir_s,
+        &[
+            "--authenticator",
+            "local",
+            "--cert-lifetime",
+            "1h",
+            "--backdate",
+            "2m",
+        ],
     );
-    let mut ready = false;
-    for _ in 0..100 {
-        if http_get(admin, "/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert!(ready, "weft-identity serve did not become ready");
 
     let anchors = TrustAnchors::from_pem_file(&dir.join("ca.pem")).unwrap();
     let channel = ca_channel(&listen, &anchors, "cluster.local", Duration::from_secs(5)).unwrap();
@@ -321,33 +333,7 @@ fn the_certify_command_checks_a_ca_end_to_end() {
             .status
             .success()
     );
-    let (port, admin_port) = (free_port(), free_port());
-    let listen = format!("127.0.0.1:{port}");
-    let admin: SocketAddr = format!("127.0.0.1:{admin_port}").parse().unwrap();
-    let _server = Server(
-        Command::new(BIN)
-            .args([
-                "serve",
-                "--dir",
-                dir_s,
-                "--listen",
-                &listen,
-                "--admin-listen",
-                &admin.to_string(),
-            ])
-            .args(["--authenticator", "local"])
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let ready = (0..100).any(|_| {
-        let ok = http_get(admin, "/ready").is_some_and(|r| r.starts_with("HTTP/1.1 200"));
-        if !ok {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        ok
-    });
-    assert!(ready, "weft-identity serve did not become ready");
+    let (_server, listen, _admin) = serve(dir_s, &["--authenticator", "local"]);
     let token_file = tmp.0.join("token");
     std::fs::write(&token_file, token(&dir, "shop", "web", "1h")).unwrap();
     let certify = |identity: &str| {

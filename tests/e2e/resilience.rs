@@ -314,44 +314,59 @@ fn endpoint_requests(tb: &weft_testbed::Testbed, upstream: &str, pod: &str) -> f
     )
 }
 
-/// One replica of three answers 503 to every other request: the default retries hide its
-/// failures, and its share of the traffic falls below a third.
+/// One replica of three answers 503 to half its requests, at random (seeded): the default
+/// retries hide its failures from the app, and five failures in a row — about every 60 of its
+/// requests at p = 0.5 — eject it, so its share of the traffic falls far below a third.
 #[test]
-fn a_replica_failing_half_its_requests_is_retried_around() {
+fn a_replica_failing_half_its_requests_is_retried_around_and_ejected() {
     let tb = up_replicas(&[replicas(
         "web",
-        &[&[], &[], &["--fault-fail-ratio", "0.5"]],
+        &[&[], &[], &["--fault-fail-random", "0.5"]],
         &[],
     )]);
     wait_balanced(&tb, "web");
     let upstream = format!("web.default:{PORT}");
     let seen = load(&tb, "GET", &format!("http://web:{PORT}/echo"), 3000, 4);
     let success = seen.ok() as f64 / seen.total() as f64;
-    let bad = endpoint_requests(&tb, &upstream, "web-2");
-    let all: f64 = ["web-0", "web-1", "web-2"]
+    let attempts: Vec<f64> = ["web-0", "web-1", "web-2"]
         .iter()
         .map(|p| endpoint_requests(&tb, &upstream, p))
-        .sum();
+        .collect();
+    let (bad, all) = (attempts[2], attempts.iter().sum::<f64>());
     let share = bad / all;
+    let ejections = counter(
+        &tb,
+        "client",
+        "weft_breaker_state_changes_total",
+        &[("upstream", &upstream), ("state", "open")],
+    );
+    let retries = counter(
+        &tb,
+        "client",
+        "weft_retry_total",
+        &[("upstream", &upstream)],
+    );
     println!(
-        "failing replica: success {:.4}% over {} requests in {:.1}s; web-2 got {bad} of {all} \
-         attempts ({:.1}%); answers by pod {:?}",
+        "failing replica: success {:.4}% over {} requests in {:.1}s; attempts by replica \
+         {attempts:?}, web-2's share {:.1}%; {ejections} ejections, {retries} retries; \
+         answers by pod {:?}",
         success * 100.0,
         seen.total(),
         seen.secs,
         share * 100.0,
         seen.pods
     );
+    assert!(seen.total() >= 2000, "{seen:?}");
     assert!(success >= 0.999, "{seen:?}");
-    // Its failures alternate with successes, so the consecutive-failure breaker does not trip
-    // (the hanging replica's test shows ejection); each failure counts against its load, so
-    // balancing gives it less than a third.
-    assert!(share < 0.3, "web-2's share {share}: {seen:?}");
-    let retries = counter(
-        &tb,
-        "client",
-        "weft_retry_total",
-        &[("upstream", &upstream)],
+    // Only web-2 ever fails, so every ejection of the upstream is web-2's.
+    assert!(ejections >= 1.0, "{}", metrics(&tb, "client"));
+    // Balancing alone (failures priced as slow answers) leaves a replica failing half its
+    // requests 18-24% of the attempts; ejected for 30 s after about 30-60 of them, it gets a
+    // few percent. Each healthy replica takes several times its share.
+    assert!(share < 0.12, "web-2's share {share}: {attempts:?}");
+    assert!(
+        attempts[0].min(attempts[1]) > 3.0 * bad,
+        "the healthy replicas took {attempts:?}"
     );
     assert!(
         retries >= 1.0 && retries <= bad,

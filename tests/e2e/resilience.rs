@@ -488,6 +488,19 @@ fn service_annotations_set_timeouts_budgets_limits_and_post_retries_live() {
         busy.max_overloaded_secs < 1.0,
         "refused, not queued: {busy:?}"
     );
+    // The Service raises its limit live: the same burst is served in full, no restart.
+    tb.set_service_annotation("busy", "weft.io/max-in-flight", "8")
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let raised = loop {
+        let raised = load(&tb, "GET", &format!("http://busy:{PORT}/slow?ms=500"), 8, 8);
+        if raised.ok() == raised.total() || std::time::Instant::now() > deadline {
+            break raised;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    println!("after max-in-flight 8, set live: {raised:?}");
+    assert_eq!(raised.ok(), raised.total(), "{raised:?}");
 
     // POSTs meeting the failing replica are not retried...
     let url = format!("http://orders:{PORT}/echo");

@@ -3,11 +3,16 @@
 //! once with 503 `weft-error: overloaded` (gRPC: UNAVAILABLE) instead of queueing without bound.
 //! The upstream's connection count (`max_connections`) travels with each request as an
 //! extension, so the pool can refuse to open one connection too many the same way.
+//!
+//! The limits follow each request's policy: a Service annotation that changes them (through
+//! discovery) applies from the next request on, like the rest of the Service's policy. A lower
+//! in-flight limit takes effect as requests in flight end: their slots are retired instead of
+//! being handed on.
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use http::{Request, Response};
@@ -59,47 +64,126 @@ impl Limit {
 /// The counters one upstream's requests share.
 #[derive(Debug)]
 pub struct UpstreamLimits {
+    /// One permit per in-flight slot not taken; see [`InFlightSlot`].
     in_flight: Arc<Semaphore>,
-    max_in_flight: u32,
+    max_in_flight: AtomicU32,
+    /// Slots to retire as their requests end, after the in-flight limit was lowered below
+    /// the number in flight (a semaphore can only forget the permits it holds).
+    retiring: AtomicUsize,
+    /// Held while the in-flight limit changes, so two changes do not interleave.
+    resizing: Mutex<()>,
     pending: AtomicU32,
-    max_pending: u32,
+    max_pending: AtomicU32,
     connections: Arc<ConnectionSlots>,
+}
+
+/// A limit as semaphore permits (which have a smaller ceiling than u32 on 32-bit targets).
+fn permits(limit: u32) -> usize {
+    (limit as usize).min(Semaphore::MAX_PERMITS)
 }
 
 impl UpstreamLimits {
     pub fn new(policy: &LimitsPolicy, metrics: UpstreamMetrics) -> Self {
-        let permits = (policy.max_in_flight as usize).min(Semaphore::MAX_PERMITS);
         UpstreamLimits {
-            in_flight: Arc::new(Semaphore::new(permits)),
-            max_in_flight: policy.max_in_flight,
+            in_flight: Arc::new(Semaphore::new(permits(policy.max_in_flight))),
+            max_in_flight: AtomicU32::new(policy.max_in_flight),
+            retiring: AtomicUsize::new(0),
+            resizing: Mutex::new(()),
             pending: AtomicU32::new(0),
-            max_pending: policy.max_pending,
+            max_pending: AtomicU32::new(policy.max_pending),
             connections: Arc::new(ConnectionSlots {
                 open: AtomicU32::new(0),
-                max: policy.max_connections,
+                max: AtomicU32::new(policy.max_connections),
                 metrics,
             }),
         }
     }
 
+    /// Follows a request's policy: a Service's changed limits apply from this request on.
+    /// Requests already waiting or in flight keep their places.
+    pub fn apply(&self, policy: &LimitsPolicy) {
+        self.max_pending
+            .store(policy.max_pending, Ordering::Release);
+        self.connections
+            .max
+            .store(policy.max_connections, Ordering::Release);
+        if self.max_in_flight.load(Ordering::Acquire) == policy.max_in_flight {
+            return;
+        }
+        let _resizing = self.resizing.lock().unwrap_or_else(PoisonError::into_inner);
+        let old = permits(
+            self.max_in_flight
+                .swap(policy.max_in_flight, Ordering::AcqRel),
+        );
+        let new = permits(policy.max_in_flight);
+        if new > old {
+            // Slots still to retire from an earlier cut are kept instead, then new ones added.
+            let grow = new - old;
+            let kept = self
+                .retiring
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    Some(n.saturating_sub(grow))
+                })
+                .map_or(0, |before| before.min(grow));
+            self.in_flight.add_permits(grow - kept);
+        } else {
+            let cut = old - new;
+            let forgotten = self.in_flight.forget_permits(cut);
+            self.retiring.fetch_add(cut - forgotten, Ordering::AcqRel);
+        }
+    }
+
     /// Takes a waiting place, if one is free; it is given back when the guard drops.
     fn try_wait(self: &Arc<Self>) -> Option<PendingGuard> {
+        let max = self.max_pending.load(Ordering::Acquire);
         self.pending
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max_pending).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .ok()
             .map(|_| PendingGuard(self.clone()))
     }
 
+    fn slot(self: &Arc<Self>, permit: OwnedSemaphorePermit) -> InFlightSlot {
+        InFlightSlot {
+            permit: Some(permit),
+            limits: self.clone(),
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn max_in_flight(&self) -> u32 {
-        self.max_in_flight
+        self.max_in_flight.load(Ordering::Acquire)
     }
 
     #[cfg(test)]
     pub(crate) fn in_flight(&self) -> usize {
-        self.max_in_flight as usize - self.in_flight.available_permits()
+        permits(self.max_in_flight()) + self.retiring.load(Ordering::Acquire)
+            - self.in_flight.available_permits()
+    }
+}
+
+/// One request's in-flight slot, held until its response body ends. Ending, it frees the slot
+/// for the next request, or retires it when the limit was lowered meanwhile.
+#[derive(Debug)]
+pub struct InFlightSlot {
+    permit: Option<OwnedSemaphorePermit>,
+    limits: Arc<UpstreamLimits>,
+}
+
+impl Drop for InFlightSlot {
+    fn drop(&mut self) {
+        let Some(permit) = self.permit.take() else {
+            return;
+        };
+        let retire = self
+            .limits
+            .retiring
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok();
+        if retire {
+            permit.forget();
+        }
     }
 }
 
@@ -107,7 +191,7 @@ impl UpstreamLimits {
 #[derive(Debug)]
 pub struct ConnectionSlots {
     open: AtomicU32,
-    max: u32,
+    max: AtomicU32,
     metrics: UpstreamMetrics,
 }
 
@@ -115,16 +199,17 @@ impl ConnectionSlots {
     /// A place for one more connection, held until the connection ends; counted and refused
     /// when the upstream already has `max`.
     pub fn try_open(self: &Arc<Self>) -> Result<ConnectionSlot, ResilienceError> {
+        let max = self.max.load(Ordering::Acquire);
         self.open
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
+                (n < max).then_some(n + 1)
             })
             .map(|_| ConnectionSlot(self.clone()))
             .map_err(|_| {
                 self.metrics.overloaded(Limit::Connections);
                 ResilienceError::Overloaded {
                     limit: Limit::Connections,
-                    max: self.max,
+                    max,
                 }
             })
     }
@@ -199,21 +284,26 @@ where
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
         let limits = self.upstream.limits.clone();
+        // The Service's limits as they stand now (its policy came with the request).
+        limits.apply(&self.upstream.policy_for(&req).limits);
         req.extensions_mut().insert(limits.connections.clone());
         if let Ok(permit) = limits.in_flight.clone().try_acquire_owned() {
+            let slot = limits.slot(permit);
             let fut = self.inner.call(req);
-            return Box::pin(async move { Ok(fut.await?.map(|b| Limited::new(b, permit))) });
+            return Box::pin(async move { Ok(fut.await?.map(|b| Limited::new(b, slot))) });
         }
         let refused = |limit| {
             let max = match limit {
-                Limit::Pending => limits.max_pending,
-                Limit::InFlight | Limit::Connections => limits.max_in_flight,
+                Limit::Pending => limits.max_pending.load(Ordering::Acquire),
+                Limit::InFlight | Limit::Connections => {
+                    limits.max_in_flight.load(Ordering::Acquire)
+                }
             };
             self.upstream.metrics.overloaded(limit);
             let err: EndpointError = ResilienceError::Overloaded { limit, max }.into();
             Box::pin(std::future::ready(Err(err))) as Self::Future
         };
-        if limits.max_pending == 0 {
+        if limits.max_pending.load(Ordering::Acquire) == 0 {
             return refused(Limit::InFlight);
         }
         let Some(waiting) = limits.try_wait() else {
@@ -230,12 +320,13 @@ where
                 // The semaphore is never closed; treat it as a full limit if it ever were.
                 return Err(ResilienceError::Overloaded {
                     limit: Limit::InFlight,
-                    max: limits.max_in_flight,
+                    max: limits.max_in_flight.load(Ordering::Acquire),
                 }
                 .into());
             };
+            let slot = limits.slot(permit);
             let resp = svc.oneshot(req).await?;
-            Ok(resp.map(|b| Limited::new(b, permit)))
+            Ok(resp.map(|b| Limited::new(b, slot)))
         })
     }
 }
@@ -245,23 +336,23 @@ pin_project! {
     pub struct Limited<B> {
         #[pin]
         inner: B,
-        permit: Option<OwnedSemaphorePermit>,
+        slot: Option<InFlightSlot>,
     }
 }
 
 impl<B> std::fmt::Debug for Limited<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Limited")
-            .field("holds_slot", &self.permit.is_some())
+            .field("holds_slot", &self.slot.is_some())
             .finish_non_exhaustive()
     }
 }
 
 impl<B> Limited<B> {
-    fn new(inner: B, permit: OwnedSemaphorePermit) -> Self {
+    fn new(inner: B, slot: InFlightSlot) -> Self {
         Limited {
             inner,
-            permit: Some(permit),
+            slot: Some(slot),
         }
     }
 }
@@ -277,7 +368,7 @@ impl<B: Body> Body for Limited<B> {
         let this = self.project();
         let frame = this.inner.poll_frame(cx);
         if matches!(frame, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.permit.take();
+            this.slot.take();
         }
         frame
     }
@@ -294,7 +385,7 @@ impl<B: Body> Body for Limited<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resilience::policy::PolicyOverrides;
+    use crate::resilience::policy::{PolicyOverrides, ResiliencePolicy};
     use crate::resilience::upstream::tests::upstream_with;
     use http::StatusCode;
     use http_body_util::{BodyExt, Full};
@@ -419,6 +510,134 @@ mod tests {
                 .unwrap()
                 .contains(r#"limit="connections"} 1"#)
         );
+    }
+
+    /// A request carrying these limits in its policy, as the Service policy layer attaches it.
+    fn limited_to(max_in_flight: u32, max_pending: u32, max_connections: u32) -> Request<()> {
+        let policy = ResiliencePolicy {
+            limits: LimitsPolicy {
+                max_pending,
+                max_in_flight,
+                max_connections,
+            },
+            ..Default::default()
+        };
+        let mut req = Request::new(());
+        req.extensions_mut().insert(Arc::new(policy));
+        req
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_changed_service_policy_moves_the_limits_live() {
+        let (upstream, _metrics) = upstream_with(PolicyOverrides {
+            max_in_flight: Some(1),
+            max_pending: Some(0),
+            ..Default::default()
+        });
+        let (open_a, gate_a) = oneshot::channel();
+        let (open_b, gate_b) = oneshot::channel();
+        // Popped from the end: the first request waits on gate_a.
+        let gates = Arc::new(std::sync::Mutex::new(vec![gate_b, gate_a]));
+        let svc = ConcurrencyLimitLayer::new(upstream.clone()).layer(gated(gates));
+        let refused = |req| {
+            let svc = svc.clone();
+            async move { svc.oneshot(req).await.unwrap_err().short_cause() }
+        };
+
+        let first = tokio::spawn(svc.clone().oneshot(limited_to(1, 0, 1)));
+        tokio::task::yield_now().await;
+        assert_eq!(refused(limited_to(1, 0, 1)).await, "overloaded");
+        // The Service now allows two in flight: the next request goes through at once.
+        let second = tokio::spawn(svc.clone().oneshot(limited_to(2, 0, 1)));
+        tokio::task::yield_now().await;
+        assert_eq!(upstream.limits.in_flight(), 2);
+        // Back to one with two in flight: neither is cut off, and nothing more gets in until
+        // both have ended.
+        assert_eq!(refused(limited_to(1, 0, 1)).await, "overloaded");
+        open_a.send(()).unwrap();
+        first
+            .await
+            .unwrap()
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(upstream.limits.in_flight(), 1);
+        assert_eq!(refused(limited_to(1, 0, 1)).await, "overloaded");
+        open_b.send(()).unwrap();
+        second
+            .await
+            .unwrap()
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(upstream.limits.in_flight(), 0);
+
+        // A waiting room opened live: with one in flight, the next request waits for it.
+        let (open_c, gate_c) = oneshot::channel();
+        let gates = Arc::new(std::sync::Mutex::new(vec![gate_c]));
+        let svc = ConcurrencyLimitLayer::new(upstream.clone()).layer(gated(gates));
+        let third = tokio::spawn(svc.clone().oneshot(limited_to(1, 0, 1)));
+        tokio::task::yield_now().await;
+        let waiting = tokio::spawn(svc.clone().oneshot(limited_to(1, 1, 1)));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "waits instead of being refused");
+        open_c.send(()).unwrap();
+        third
+            .await
+            .unwrap()
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+        let resp = waiting.await.unwrap().unwrap();
+        resp.into_body().collect().await.unwrap();
+
+        // The connection limit the pool sees follows too.
+        let slots = upstream.limits.connections.clone();
+        let _one = slots.try_open().unwrap();
+        assert!(slots.try_open().is_err());
+        let resp = svc.oneshot(limited_to(1, 1, 2)).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        assert!(slots.try_open().is_ok());
+    }
+
+    #[tokio::test]
+    async fn lowering_then_raising_the_in_flight_limit_keeps_count() {
+        let (upstream, _metrics) = upstream_with(Default::default());
+        let policy = |max_in_flight| LimitsPolicy {
+            max_pending: 0,
+            max_in_flight,
+            max_connections: 1,
+        };
+        let limits = Arc::new(UpstreamLimits::new(&policy(3), upstream.metrics.clone()));
+        let take = || {
+            limits
+                .in_flight
+                .clone()
+                .try_acquire_owned()
+                .ok()
+                .map(|permit| limits.slot(permit))
+        };
+        let (a, b, c) = (take().unwrap(), take().unwrap(), take().unwrap());
+        limits.apply(&policy(1));
+        assert_eq!(limits.in_flight(), 3);
+        drop(a); // retired, not handed on
+        assert!(take().is_none());
+        assert_eq!(limits.in_flight(), 2);
+        // Raised to 2 with 2 in flight: full, and the next slot to end is handed on.
+        limits.apply(&policy(2));
+        assert!(take().is_none());
+        drop(b);
+        let d = take().expect("a slot freed under the raised limit");
+        assert!(take().is_none());
+        drop((c, d));
+        let all: Vec<_> = std::iter::from_fn(take).collect();
+        assert_eq!(all.len(), 2);
     }
 
     #[tokio::test(start_paused = true)]

@@ -74,9 +74,9 @@ impl Upstreams {
         }
     }
 
-    /// The shared state of `upstream`, created on first use. The limits of a Service are its
-    /// own (`service_policy`, from discovery) over the client's, as they stand when the first
-    /// connection to it opens.
+    /// The shared state of `upstream`, created on first use. The limits of a Service start as
+    /// its own (`service_policy`, from discovery) over the client's; later changes reach them
+    /// with each request's policy (see `limits::UpstreamLimits::apply`).
     pub fn get(
         &self,
         upstream: Upstream,

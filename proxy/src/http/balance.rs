@@ -1,16 +1,9 @@
 //! The balancer layer: sends each request (each attempt, as it sits inside retries) to one
 //! endpoint of the logical service the route layer chose — through the service's traffic split
-//! when it has one, then by power of two choices over peak-EWMA load — and feeds the outcome
-//! back into that endpoint's load. Requests without a service keep the route's target (the
-//! original destination). A removed endpoint is never picked again, while requests already on it
-//! finish.
-
-//! The balancer layer: sends each request (each attempt, as it sits inside retries) to one
-//! endpoint of the logical service the route layer chose — through the service's traffic split
 //! when it has one, then by power of two choices over peak-EWMA load among the endpoints whose
 //! circuit breaker lets them take traffic (and, for a retry, that have not failed it yet) — and
 //! feeds the outcome back into that endpoint's load and breaker. When no endpoint may take the
-//! request (every one ejected, or probing), it waits up to the fail-fast wait for one to come
+//! request (every one ejected, or probing), it waits up to `NO_ENDPOINT_WAIT` for one to come
 //! back, then fails with 503 `no endpoints` rather than hang. Requests without a service keep
 //! the route's target (the original destination). A removed endpoint is never picked again,
 //! while requests already on it finish.
@@ -33,9 +26,12 @@ use crate::balance;
 use crate::discovery::{Endpoint, Service as LogicalService};
 use crate::resilience::breaker::{BreakerConfig, EndpointBreaker};
 use crate::resilience::error::ResilienceError;
-use crate::resilience::fail_fast;
 use crate::resilience::retry::{AttemptedEndpoint, FailedEndpoints};
 use crate::resilience::upstream::UpstreamState;
+
+/// How long a request waits for an endpoint its breaker lets in before it fails with 503
+/// `no endpoints` (as Linkerd's 1 s failfast dispatch).
+pub const NO_ENDPOINT_WAIT: Duration = Duration::from_secs(1);
 
 /// The service whose endpoints take one request: a split's chosen backend when it has
 /// endpoints, else the service itself.
@@ -96,14 +92,14 @@ fn choose(
     }
 }
 
-/// Waits (up to the fail-fast wait) for an endpoint of `service` to be allowed traffic.
+/// Waits (up to `NO_ENDPOINT_WAIT`) for an endpoint of `service` to be allowed traffic.
 async fn endpoint_for(
     service: &LogicalService,
     upstream: &UpstreamState,
     config: BreakerConfig,
     failed: &[SocketAddr],
 ) -> Result<(Endpoint, EndpointBreaker), ResilienceError> {
-    let deadline = Instant::now() + fail_fast::DEFAULT_WAIT;
+    let deadline = Instant::now() + NO_ENDPOINT_WAIT;
     loop {
         match choose(service, upstream, config, failed) {
             Choice::Endpoint(endpoint, breaker) => return Ok((endpoint, breaker)),
@@ -111,7 +107,7 @@ async fn endpoint_for(
                 let now = Instant::now();
                 if now >= deadline {
                     return Err(ResilienceError::NoEndpoints {
-                        after: fail_fast::DEFAULT_WAIT,
+                        after: NO_ENDPOINT_WAIT,
                     });
                 }
                 // A probe's outcome has no wake-up of its own here: look again shortly.
@@ -374,7 +370,7 @@ mod tests {
         }
         let start = Instant::now();
         let err = svc.clone().oneshot(request(&web, &[])).await.unwrap_err();
-        assert_eq!(start.elapsed(), fail_fast::DEFAULT_WAIT);
+        assert_eq!(start.elapsed(), NO_ENDPOINT_WAIT);
         assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(err.short_cause(), "no endpoints");
     }

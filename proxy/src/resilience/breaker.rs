@@ -7,24 +7,21 @@
 //! endpoint in service.
 //!
 //! `CircuitBreaker` is the pure state machine; `EndpointBreaker` is one endpoint's shared handle
-//! on it (the balancer asks it whether the endpoint may be picked and records each attempt's
-//! outcome); `Breaker` is the tower service around an endpoint: not ready while ejected.
+//! on it: the balancer (`http/balance.rs`) asks it whether the endpoint may be picked, and
+//! records each attempt's outcome through an [`Attempt`]. The breakers live in the balancer, not
+//! in a tower layer around each endpoint, because ejecting is a choice among a service's
+//! endpoints (the cap, a retry's preference for another endpoint, failing fast when none is
+//! left), and endpoints come and go with every discovery update.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use http::{Request, Response};
-use pin_project_lite::pin_project;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
-use tokio::time::{Instant, Sleep};
-use tower::Service;
+use tokio::time::Instant;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BreakerConfig {
@@ -219,48 +216,44 @@ impl Drop for CircuitBreaker {
     }
 }
 
-struct Shared {
-    breaker: CircuitBreaker,
-    /// Clones waiting for the probe to finish.
-    waiting: Vec<Waker>,
-}
-
 /// One endpoint's circuit breaker, shared by every request balanced over it. Clones share it.
 #[derive(Clone)]
 pub struct EndpointBreaker {
-    shared: Arc<Mutex<Shared>>,
+    shared: Arc<Mutex<CircuitBreaker>>,
+}
+
+fn lock(shared: &Mutex<CircuitBreaker>) -> MutexGuard<'_, CircuitBreaker> {
+    // Each update is a handful of assignments; a panic elsewhere cannot leave it half-done.
+    shared.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl EndpointBreaker {
     pub fn new(breaker: CircuitBreaker) -> Self {
         EndpointBreaker {
-            shared: Arc::new(Mutex::new(Shared {
-                breaker,
-                waiting: Vec::new(),
-            })),
+            shared: Arc::new(Mutex::new(breaker)),
         }
     }
 
     pub fn state(&self) -> State {
-        lock(&self.shared).breaker.state()
+        lock(&self.shared).state()
     }
 
     /// See [`CircuitBreaker::available`].
     pub fn available(&self, now: Instant) -> Result<bool, Instant> {
-        lock(&self.shared).breaker.available(now)
+        lock(&self.shared).available(now)
     }
 
     pub fn set_config(&self, config: BreakerConfig) {
-        let mut shared = lock(&self.shared);
-        if shared.breaker.config != config {
-            shared.breaker.set_config(config);
+        let mut breaker = lock(&self.shared);
+        if breaker.config != config {
+            breaker.set_config(config);
         }
     }
 
     /// A request is sent to the endpoint: its outcome is recorded through the returned guard
     /// (dropped unrecorded, e.g. abandoned by the per-try timeout, it is a failure).
     pub fn attempt(&self) -> Attempt {
-        lock(&self.shared).breaker.on_send();
+        lock(&self.shared).on_send();
         Attempt {
             shared: Some(self.shared.clone()),
         }
@@ -316,88 +309,9 @@ impl Breakers {
     }
 }
 
-/// An endpoint service behind its circuit breaker. Clones share the breaker.
-pub struct Breaker<S> {
-    inner: S,
-    shared: Arc<Mutex<Shared>>,
-    sleep: Option<Pin<Box<Sleep>>>,
-}
-
-impl<S: Clone> Clone for Breaker<S> {
-    fn clone(&self) -> Self {
-        Breaker {
-            inner: self.inner.clone(),
-            shared: self.shared.clone(),
-            sleep: None,
-        }
-    }
-}
-
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
-    // Each update is a handful of assignments; a panic elsewhere cannot leave it half-done.
-    shared.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl<S> Breaker<S> {
-    pub fn new(inner: S, breaker: CircuitBreaker) -> Self {
-        Breaker {
-            inner,
-            shared: EndpointBreaker::new(breaker).shared,
-            sleep: None,
-        }
-    }
-
-    pub fn state(&self) -> State {
-        lock(&self.shared).breaker.state()
-    }
-}
-
-impl<S, B, RB> Service<Request<B>> for Breaker<S>
-where
-    S: Service<Request<B>, Response = Response<RB>>,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = BreakerFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        loop {
-            if let Some(sleep) = self.sleep.as_mut() {
-                if sleep.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                self.sleep = None;
-            }
-            let mut shared = lock(&self.shared);
-            match shared.breaker.available(Instant::now()) {
-                Ok(true) => break,
-                Ok(false) => {
-                    shared.waiting.push(cx.waker().clone());
-                    return Poll::Pending;
-                }
-                Err(until) => {
-                    drop(shared);
-                    self.sleep = Some(Box::pin(tokio::time::sleep_until(until)));
-                }
-            }
-        }
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        lock(&self.shared).breaker.on_send();
-        BreakerFuture {
-            inner: self.inner.call(req),
-            outcome: Attempt {
-                shared: Some(self.shared.clone()),
-            },
-        }
-    }
-}
-
 /// Records the attempt's outcome once; an attempt dropped unfinished counts as a failure.
 pub struct Attempt {
-    shared: Option<Arc<Mutex<Shared>>>,
+    shared: Option<Arc<Mutex<CircuitBreaker>>>,
 }
 
 impl Attempt {
@@ -405,14 +319,11 @@ impl Attempt {
         let Some(shared) = self.shared.take() else {
             return;
         };
-        let mut shared = lock(&shared);
+        let mut breaker = lock(&shared);
         if success {
-            shared.breaker.on_success();
+            breaker.on_success();
         } else {
-            shared.breaker.on_failure(Instant::now());
-        }
-        for waker in shared.waiting.drain(..) {
-            waker.wake();
+            breaker.on_failure(Instant::now());
         }
     }
 }
@@ -423,35 +334,9 @@ impl Drop for Attempt {
     }
 }
 
-pin_project! {
-    pub struct BreakerFuture<F> {
-        #[pin]
-        inner: F,
-        outcome: Attempt,
-    }
-}
-
-impl<F, RB, E> Future for BreakerFuture<F>
-where
-    F: Future<Output = Result<Response<RB>, E>>,
-{
-    type Output = Result<Response<RB>, E>;
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let result = std::task::ready!(this.inner.poll(cx));
-        let success = matches!(&result, Ok(resp) if !resp.status().is_server_error());
-        this.outcome.record(success);
-        Poll::Ready(result)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::StatusCode;
-    use std::sync::atomic::AtomicU16;
-    use tower::ServiceExt;
 
     fn config() -> BreakerConfig {
         BreakerConfig {
@@ -550,32 +435,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn the_service_is_not_ready_while_ejected_and_counts_5xx() {
-        let status = Arc::new(AtomicU16::new(503));
-        let answer = status.clone();
-        let inner = tower::service_fn(move |_req: Request<()>| {
-            let code = answer.load(Ordering::SeqCst);
-            async move {
-                let mut resp = Response::new(());
-                *resp.status_mut() = StatusCode::from_u16(code).unwrap();
-                Ok::<_, std::convert::Infallible>(resp)
-            }
-        });
+    async fn attempts_record_outcomes_on_the_shared_breaker() {
         let cap = Arc::new(EjectionCap::new(2, 0.5));
         let (b, _metrics) = breaker(&cap);
-        let mut svc = Breaker::new(inner, b);
+        let endpoint = EndpointBreaker::new(b);
+        let other_request = endpoint.clone();
         for _ in 0..3 {
-            svc.clone().oneshot(Request::new(())).await.unwrap();
+            endpoint.attempt().record(false);
         }
-        assert!(matches!(svc.state(), State::Open { .. }));
-        let start = Instant::now();
-        status.store(200, Ordering::SeqCst);
-        // Ready again only when the ejection ends; the probe succeeds and closes it.
-        let ready = svc.ready().await.is_ok();
-        assert!(ready);
-        assert_eq!(start.elapsed(), Duration::from_secs(10));
-        svc.call(Request::new(())).await.unwrap();
-        assert_eq!(svc.state(), State::Closed);
+        assert!(matches!(other_request.state(), State::Open { .. }));
+        let now = Instant::now();
+        assert_eq!(
+            other_request.available(now),
+            Err(now + Duration::from_secs(10))
+        );
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(endpoint.available(Instant::now()), Ok(true));
+        let mut probe = endpoint.attempt();
+        assert_eq!(
+            other_request.available(Instant::now()),
+            Ok(false),
+            "one probe at a time"
+        );
+        probe.record(true);
+        assert_eq!(endpoint.state(), State::Closed);
+        // Recorded once: dropping it afterwards changes nothing.
+        drop(probe);
+        assert_eq!(endpoint.state(), State::Closed);
     }
 
     #[tokio::test(start_paused = true)]
@@ -603,21 +489,18 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_abandoned_probe_counts_as_a_failure() {
-        let inner = tower::service_fn(|_req: Request<()>| {
-            std::future::pending::<Result<Response<()>, std::convert::Infallible>>()
-        });
         let cap = Arc::new(EjectionCap::new(2, 0.5));
         let (mut b, _metrics) = breaker(&cap);
         let now = Instant::now();
         for _ in 0..3 {
             b.on_failure(now);
         }
-        let mut svc = Breaker::new(inner, b);
+        let endpoint = EndpointBreaker::new(b);
         tokio::time::advance(Duration::from_secs(10)).await;
-        svc.ready().await.unwrap();
-        let probe = svc.call(Request::new(()));
-        // The per-try timeout gives up on it.
-        let _ = tokio::time::timeout(Duration::from_secs(1), probe).await;
-        assert!(matches!(svc.state(), State::Open { .. }));
+        assert_eq!(endpoint.available(Instant::now()), Ok(true));
+        // The per-try timeout gives up on the probe: its attempt is dropped unrecorded.
+        drop(endpoint.attempt());
+        assert!(matches!(endpoint.state(), State::Open { .. }));
+        assert_eq!(cap.ejected(), 1);
     }
 }

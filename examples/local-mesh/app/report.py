@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Prints what each pod's weft-proxy saw, from /metrics texts saved as <dir>/<pod>.metrics.
 
-One row per pod: requests by direction with their 2xx/5xx responses, and accepted
-TCP connections; then each pod's outbound requests by upstream. The two catalog rows'
-inbound counts show how the Service spread web's calls. Stdlib only.
+One row per pod: requests by direction with their 2xx/5xx responses, accepted TCP
+connections, and the resilience decisions of its outbound side (retries sent, endpoints its
+circuit breakers ejected); then each pod's outbound requests by upstream. The catalog rows'
+inbound counts show how web's calls were spread, and the flaky replica's 5xx how web's proxy
+retried around it: web's own outbound 5xx stay at 0. Stdlib only.
 """
 
 import collections
@@ -39,7 +41,8 @@ def main():
     files = sorted(pathlib.Path(sys.argv[1]).glob("*.metrics"))
     if not files:
         sys.exit(f"report.py: no *.metrics files in {sys.argv[1]}")
-    header = ("pod", "in req", "in 2xx", "in 5xx", "out req", "out 2xx", "out 5xx", "tcp in", "tcp out")
+    header = ("pod", "in req", "in 2xx", "in 5xx", "out req", "out 2xx", "out 5xx", "tcp in", "tcp out",
+              "retries", "ejections")
     rows = []
     upstreams = collections.defaultdict(float)
     for f in files:
@@ -54,6 +57,8 @@ def main():
             row.append(sum(v for c, v in codes if c.startswith("5")))
         row.append(total(text, "weft_tcp_open_total", direction="inbound"))
         row.append(total(text, "weft_tcp_open_total", direction="outbound"))
+        row.append(total(text, "weft_retry_total", direction="outbound"))
+        row.append(total(text, "weft_breaker_state_changes_total", direction="outbound", state="open"))
         rows.append([row[0]] + [f"{int(v)}" for v in row[1:]])
         for n, labels, v in samples(text):
             if n == "weft_request_total" and labels.get("direction") == "outbound":

@@ -6,6 +6,10 @@
   web       GET /               -> a page summary built from a call to catalog
   traffic   calls web --requests times, prints a summary, then idles so its log stays readable
 
+--fail-ratio R makes a serving role answer 503 to a share R of its requests, at random (seeded by
+--fail-seed, so a run is reproducible): the demo's flaky catalog replica, which the callers'
+proxies retry around and eject.
+
 Services find each other by cluster DNS names, exactly as in Kubernetes; the apps know nothing of
 the mesh: every call below is plain HTTP that the pods' weft-proxy sidecars intercept.
 """
@@ -15,8 +19,10 @@ import collections
 import hashlib
 import json
 import os
+import random
 import socket
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -45,6 +51,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     role = None
     upstream = None
+    fail_ratio = 0.0
+    rng = random.Random(1)
+    rng_lock = threading.Lock()
 
     def log_message(self, fmt, *args):
         log(fmt % args)
@@ -58,6 +67,12 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
+        if self.fail_ratio:
+            with self.rng_lock:
+                fail = self.rng.random() < self.fail_ratio
+            if fail:
+                self.send_json(503, {"error": f"{self.role}: injected failure", "pod": POD})
+                return
         try:
             self.send_json(200, self.answer())
         except (urllib.error.URLError, OSError, ValueError) as e:
@@ -76,12 +91,15 @@ class Handler(BaseHTTPRequestHandler):
         return {"web": POD, "catalog": catalog["pod"], "items": len(catalog["items"]), "total": total}
 
 
-def serve(role, port, upstream):
+def serve(role, port, upstream, fail_ratio, fail_seed):
     Handler.role = role
     Handler.upstream = upstream
+    Handler.fail_ratio = fail_ratio
+    Handler.rng.seed(fail_seed)
     server = ThreadingHTTPServer(("0.0.0.0", port), Handler)
     server.daemon_threads = True
-    log(f"{role} listening on :{port}" + (f", calling {upstream}" if upstream else ""))
+    log(f"{role} listening on :{port}" + (f", calling {upstream}" if upstream else "")
+        + (f", failing {fail_ratio:.0%} of requests" if fail_ratio else ""))
     server.serve_forever()
 
 
@@ -127,13 +145,16 @@ def main():
     parser.add_argument("--upstream", help="base URL of the service this one calls")
     parser.add_argument("--requests", type=int, default=60)
     parser.add_argument("--interval", type=float, default=0.1)
+    parser.add_argument("--fail-ratio", type=float, default=0.0,
+                        help="answer 503 to this share of requests, at random")
+    parser.add_argument("--fail-seed", type=int, default=1, help="seed of --fail-ratio's draws")
     args = parser.parse_args()
     if args.role != "pricing" and not args.upstream:
         sys.exit(f"{args.role}: --upstream is required")
     if args.role == "traffic":
         traffic(args.upstream, args.requests, args.interval)
     else:
-        serve(args.role, args.port, args.upstream)
+        serve(args.role, args.port, args.upstream, args.fail_ratio, args.fail_seed)
 
 
 if __name__ == "__main__":

@@ -29,9 +29,15 @@ async fn one_transfer(sink: std::net::SocketAddr, proxy: &TcpListener, chunk: &[
         }
     });
     let (mut inbound, _) = proxy.accept().await.expect("accept");
-    forward(&mut inbound, sink, Duration::from_secs(5), |_| ())
-        .await
-        .expect("forward");
+    forward(
+        &mut inbound,
+        sink,
+        Duration::from_secs(5),
+        Duration::from_secs(3600),
+        |_| (),
+    )
+    .await
+    .expect("forward");
     client.await.expect("client task");
 }
 

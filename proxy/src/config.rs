@@ -45,6 +45,18 @@ pub struct ProxyConfig {
     #[arg(long, env = "WEFT_CONNECT_TIMEOUT", default_value = "1s", value_parser = weft_settings::parse_duration)]
     pub connect_timeout: Duration,
 
+    /// A client connection with no bytes moving either way and no request in flight for this long is closed (pooled upstream HTTP/1 connections: the smaller of this and 90s); 0s: never.
+    #[arg(long, env = "WEFT_IDLE_TIMEOUT", default_value = "1h", value_parser = weft_settings::parse_duration)]
+    pub idle_timeout: Duration,
+
+    /// An HTTP request whose bodies make no progress (and no response headers arrive) for this long is ended (504 or a reset); 0s: never.
+    #[arg(long, env = "WEFT_STREAM_IDLE_TIMEOUT", default_value = "5m", value_parser = weft_settings::parse_duration)]
+    pub stream_idle_timeout: Duration,
+
+    /// How long an HTTP/1 client may take to send a request's header section, from its first byte; 0s: no limit.
+    #[arg(long, env = "WEFT_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = weft_settings::parse_duration)]
+    pub header_read_timeout: Duration,
+
     /// The discovery service ("host:port"); unset: DNS-only mode (names in HTTP authorities are
     /// balanced over their DNS addresses, everything else goes to its original destination).
     #[arg(long, env = "WEFT_DISCOVERY_ADDR", value_parser = parse_host_port)]
@@ -284,6 +296,9 @@ mod tests {
         assert_eq!(config.admin_addr.port(), weft_settings::ADMIN_PORT);
         assert_eq!(config.detect_timeout, Duration::from_secs(1));
         assert_eq!(config.connect_timeout, Duration::from_secs(1));
+        assert_eq!(config.idle_timeout, Duration::from_secs(3600));
+        assert_eq!(config.stream_idle_timeout, Duration::from_secs(300));
+        assert_eq!(config.header_read_timeout, Duration::from_secs(10));
         assert_eq!(config.shutdown_grace, Duration::from_secs(30));
         assert_eq!(config.log_format, LogFormat::Plain);
         assert_eq!(config.worker_threads, 1);
@@ -383,6 +398,21 @@ mod tests {
         let err = parse(&["--detect-timeout=abc"]).unwrap_err();
         assert!(
             err.starts_with(r#"invalid WEFT_DETECT_TIMEOUT="abc": expected a duration"#),
+            "{err}"
+        );
+        let err = parse(&["--idle-timeout=soon"]).unwrap_err();
+        assert!(
+            err.starts_with(r#"invalid WEFT_IDLE_TIMEOUT="soon": expected a duration"#),
+            "{err}"
+        );
+        let err = parse(&["--stream-idle-timeout=-1s"]).unwrap_err();
+        assert!(
+            err.starts_with(r#"invalid WEFT_STREAM_IDLE_TIMEOUT="-1s": "#),
+            "{err}"
+        );
+        let err = parse(&["--header-read-timeout=1d"]).unwrap_err();
+        assert!(
+            err.starts_with(r#"invalid WEFT_HEADER_READ_TIMEOUT="1d": "#),
             "{err}"
         );
         let err = parse(&["--opaque-ports=0"]).unwrap_err();

@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 
 use tokio::net::TcpStream;
+use tower::Layer;
 use tracing::{debug, info, warn};
 
 use crate::counted::CountedIo;
@@ -15,11 +16,13 @@ use crate::http::balance;
 use crate::http::route::Router;
 use crate::http::stack::{self, StackParts};
 use crate::http::{HttpVersion, Target};
+use crate::idle::{ActivityIo, ConnectionActivity, Expiry, InFlightLayer};
 use crate::metrics::tls::Refusal;
 use crate::metrics::{Direction, Upstream};
 use crate::opaque;
 use crate::original_dst::{OriginalDstError, original_dst};
 use crate::resilience::rate_limit::RateLimitLayer;
+use crate::resilience::timeout::TimeoutKind;
 use crate::side::Side;
 use crate::tls::client_identity::Caller;
 use crate::tls::connect::MeshedPeer;
@@ -146,6 +149,7 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
                 Some(service) => Upstream::Service(service.name.clone()),
                 None => Upstream::Addr(original),
             };
+            let upstream_label = label_of(&upstream);
             // Shared by every connection to the same logical service (budget, limits, breakers).
             let upstream_state = side
                 .upstreams
@@ -180,11 +184,42 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
                     rate_limit: RateLimitLayer::new(side.rate_limiter.clone(), peer.ip()),
                     caller,
                     peers: side.peers.clone(),
+                    stream_idle_timeout: side.stream_idle_timeout,
                 },
             );
+            // The header timer is HTTP/1's: HTTP/2 has no request heads between requests.
+            let header_read_timeout = match version {
+                HttpVersion::Http1 => side.header_read_timeout,
+                HttpVersion::Http2 => std::time::Duration::ZERO,
+            };
+            let activity = ConnectionActivity::new(side.idle_timeout, header_read_timeout);
+            let io = ActivityIo::new(io, activity.clone());
+            let service = InFlightLayer::new(activity.clone()).layer(service);
             let service = hyper_util::service::TowerToHyperService::new(service);
-            if let Err(err) = side.http.serve(io, version, service, &mut watch).await {
-                log_http_error(direction, peer, original, &err);
+            match side
+                .http
+                .serve(io, version, service, &mut watch, Some(&activity))
+                .await
+            {
+                Ok(None) => {}
+                Ok(Some(expiry)) => {
+                    let (kind, after) = match expiry {
+                        Expiry::Idle => (TimeoutKind::Idle, side.idle_timeout),
+                        Expiry::HeaderRead => (TimeoutKind::HeaderRead, header_read_timeout),
+                    };
+                    side.metrics
+                        .resilience
+                        .timed_out(direction, &upstream_label, kind);
+                    match expiry {
+                        Expiry::Idle => {
+                            debug!(%direction, %peer, destination = %original, ?after, "closed an idle HTTP connection (WEFT_IDLE_TIMEOUT)")
+                        }
+                        Expiry::HeaderRead => {
+                            info!(%direction, %peer, destination = %original, ?after, "closed an HTTP/1 connection: the request headers did not arrive in time (WEFT_HEADER_READ_TIMEOUT)")
+                        }
+                    }
+                }
+                Err(err) => log_http_error(direction, peer, original, &err),
             }
         }
         None => {
@@ -222,12 +257,31 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
                     Err(opaque::OpaqueError::Mtls(err.to_string()))
                 }
                 None => {
-                    opaque::forward(&mut io, destination, side.connect_timeout, connected).await
+                    opaque::forward(
+                        &mut io,
+                        destination,
+                        side.connect_timeout,
+                        side.idle_timeout,
+                        connected,
+                    )
+                    .await
                 }
             };
             match result {
                 Ok(copied) => {
                     debug!(%direction, %peer, %destination, to_upstream = copied.to_upstream, to_client = copied.to_client, "opaque connection closed")
+                }
+                Err(opaque::OpaqueError::IdleTimeout { after }) => {
+                    let upstream = match resolved.as_ref().and_then(|(r, _)| r.service()) {
+                        Some(service) => Upstream::Service(service.name.clone()),
+                        None => Upstream::Addr(original),
+                    };
+                    side.metrics.resilience.timed_out(
+                        direction,
+                        &label_of(&upstream),
+                        TimeoutKind::Idle,
+                    );
+                    debug!(%direction, %peer, %destination, ?after, "closed an idle opaque connection (WEFT_IDLE_TIMEOUT)")
                 }
                 Err(err) => {
                     warn!(%direction, %peer, %destination, error = %err, "opaque connection failed")
@@ -275,16 +329,15 @@ where
     side.metrics
         .tls
         .connection(side.direction, Transport::Tcp.as_str());
-    let (to_upstream, to_client) = tokio::io::copy_bidirectional(client, &mut upstream)
-        .await
-        .map_err(|source| opaque::OpaqueError::Copy {
-            target: destination,
-            source,
-        })?;
-    Ok(opaque::Copied {
-        to_upstream,
-        to_client,
-    })
+    opaque::copy(client, &mut upstream, destination, side.idle_timeout).await
+}
+
+/// An upstream as its metrics label reads, as `Upstreams` names it.
+fn label_of(upstream: &Upstream) -> String {
+    match upstream {
+        Upstream::Addr(addr) => addr.to_string(),
+        Upstream::Service(name) => name.to_string(),
+    }
 }
 
 /// Bounds a peer's mTLS handshake (a short detection window must not make it shorter).
@@ -328,6 +381,9 @@ mod tests {
             direction: Direction::Outbound,
             detect_timeout: Duration::from_millis(100),
             connect_timeout: Duration::from_secs(1),
+            idle_timeout: Duration::from_secs(3600),
+            stream_idle_timeout: Duration::from_secs(300),
+            header_read_timeout: Duration::from_secs(10),
             opaque_ports: weft_settings::parse_ports("").unwrap(),
             loop_guard: LoopGuard::new(vec![own_port]),
             metrics,

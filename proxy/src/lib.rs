@@ -16,6 +16,7 @@ pub mod discovery;
 pub mod drain;
 pub mod http;
 pub mod identity;
+pub mod idle;
 pub mod inbound;
 pub mod init;
 pub mod listener;

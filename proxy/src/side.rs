@@ -23,6 +23,12 @@ pub struct Side {
     pub direction: Direction,
     pub detect_timeout: Duration,
     pub connect_timeout: Duration,
+    /// `WEFT_IDLE_TIMEOUT`: client connections with nothing moving are closed; zero: never.
+    pub idle_timeout: Duration,
+    /// `WEFT_STREAM_IDLE_TIMEOUT`: HTTP exchanges with nothing moving are ended; zero: never.
+    pub stream_idle_timeout: Duration,
+    /// `WEFT_HEADER_READ_TIMEOUT`: HTTP/1 request heads must arrive within it; zero: no limit.
+    pub header_read_timeout: Duration,
     pub opaque_ports: PortSet,
     pub loop_guard: LoopGuard,
     pub metrics: Arc<Metrics>,

@@ -243,6 +243,30 @@ pub const SETTINGS: &[Setting] = &[
         example: "2s",
     },
     Setting {
+        annotation: "idle-timeout",
+        target: Target::ProxyEnv("WEFT_IDLE_TIMEOUT"),
+        kind: Kind::Duration,
+        default: Some("1h"),
+        summary: "A client connection (HTTP or opaque TCP, inbound and outbound) with no bytes moving either way and no request in flight for this long is closed; pooled upstream HTTP/1 connections are closed after the smaller of this and 90s unused. `0s`: never.",
+        example: "10m",
+    },
+    Setting {
+        annotation: "stream-idle-timeout",
+        target: Target::ProxyEnv("WEFT_STREAM_IDLE_TIMEOUT"),
+        kind: Kind::Duration,
+        default: Some("5m"),
+        summary: "An HTTP request whose bodies make no progress (and no response headers arrive) for this long is ended: 504 `weft-error: stream idle timeout` (gRPC: DEADLINE_EXCEEDED) before the response headers, a reset stream after. `0s`: never.",
+        example: "1m",
+    },
+    Setting {
+        annotation: "header-read-timeout",
+        target: Target::ProxyEnv("WEFT_HEADER_READ_TIMEOUT"),
+        kind: Kind::Duration,
+        default: Some("10s"),
+        summary: "An HTTP/1 client must send a request's whole header section within this long of its first byte, else the connection is closed (slowloris). `0s`: no limit.",
+        example: "30s",
+    },
+    Setting {
         annotation: "shutdown-grace",
         target: Target::ProxyEnv("WEFT_SHUTDOWN_GRACE"),
         kind: Kind::Duration,
@@ -550,6 +574,9 @@ mod tests {
         check("skip-inbound-ports", "", "0");
         check("skip-outbound-cidrs", "10.0.0.0/8", "10.0.0.1/8");
         check("detect-timeout", "250ms", "-1s");
+        check("idle-timeout", "0s", "1 hour");
+        check("stream-idle-timeout", "30s", "5x");
+        check("header-read-timeout", "30s", "-1s");
         check("proxy-log-level", "info", "weft=verbose");
         check("proxy-log-format", "json", "yaml");
         check("proxy-worker-threads", "4", "0");

@@ -258,7 +258,7 @@ mod tests {
     #[tokio::test]
     async fn expired_idle_connections_are_swept() {
         let (addr, accepted) = upstream().await;
-        let pool = Pool::shared(Duration::from_secs(5));
+        let pool = Pool::shared(Duration::from_secs(5), Duration::from_secs(3600));
         let client = EndpointClient::new(pool.clone(), None);
         let resp = client.clone().oneshot(request(addr)).await.unwrap();
         resp.into_body().collect().await.unwrap();
@@ -270,6 +270,30 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(10)).await;
         client.oneshot(request(addr)).await.unwrap();
         assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_shorter_idle_timeout_applies_to_pooled_connections() {
+        let (addr, _accepted) = upstream().await;
+        let pool = Pool::shared(Duration::from_secs(5), Duration::from_secs(10));
+        let client = EndpointClient::new(pool.clone(), None);
+        let resp = client.oneshot(request(addr)).await.unwrap();
+        resp.into_body().collect().await.unwrap();
+        pool.age_idle_h1(Duration::from_secs(9));
+        pool.sweep();
+        assert_eq!(pool.idle_h1(addr), 1);
+        pool.age_idle_h1(Duration::from_secs(2));
+        pool.sweep();
+        assert_eq!(pool.idle_h1(addr), 0);
+    }
+
+    #[test]
+    fn pooled_connections_idle_at_most_90s() {
+        use crate::http::pool::pooled_idle_timeout;
+        let secs = Duration::from_secs;
+        assert_eq!(pooled_idle_timeout(secs(3600)), secs(90));
+        assert_eq!(pooled_idle_timeout(Duration::ZERO), secs(90));
+        assert_eq!(pooled_idle_timeout(secs(10)), secs(10));
     }
 
     #[tokio::test]

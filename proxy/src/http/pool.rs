@@ -26,9 +26,21 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Idle HTTP/1 connections kept per upstream; more are closed once their response ends.
 const MAX_IDLE_PER_UPSTREAM: usize = 64;
-/// A pooled HTTP/1 connection unused this long is closed, so upstreams that never close idle
-/// keep-alive connections do not collect our file descriptors.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+/// A pooled HTTP/1 connection unused this long is closed even when `WEFT_IDLE_TIMEOUT` is
+/// longer: many servers close idle keep-alive connections after a minute or so, and a request
+/// sent on one they are closing fails; and upstreams that never close them must not collect
+/// our file descriptors.
+const MAX_POOLED_IDLE: Duration = Duration::from_secs(90);
+
+/// How long a pooled HTTP/1 connection may sit unused: `WEFT_IDLE_TIMEOUT`, at most 90 s
+/// (zero, "never", means 90 s here).
+pub fn pooled_idle_timeout(idle_timeout: Duration) -> Duration {
+    if idle_timeout.is_zero() {
+        MAX_POOLED_IDLE
+    } else {
+        idle_timeout.min(MAX_POOLED_IDLE)
+    }
+}
 
 struct Idle<B> {
     conn: http1::SendRequest<B>,
@@ -36,13 +48,15 @@ struct Idle<B> {
 }
 
 impl<B> Idle<B> {
-    fn is_usable(&self, now: Instant) -> bool {
-        !self.conn.is_closed() && now.duration_since(self.since) < IDLE_TIMEOUT
+    fn is_usable(&self, now: Instant, idle_timeout: Duration) -> bool {
+        !self.conn.is_closed() && now.duration_since(self.since) < idle_timeout
     }
 }
 
 pub struct Pool<B> {
     connect_timeout: Duration,
+    /// Pooled HTTP/1 connections unused this long are closed.
+    idle_timeout: Duration,
     h1_builder: http1::Builder,
     h2_builder: http2::Builder<TokioExecutor>,
     h1_idle: Mutex<HashMap<SocketAddr, Vec<Idle<B>>>>,
@@ -55,8 +69,9 @@ where
     B::Error: Into<BoxError>,
 {
     /// A pool whose idle connections are swept in the background (when a runtime is running).
-    pub fn shared(connect_timeout: Duration) -> Arc<Self> {
-        let pool = Arc::new(Self::new(connect_timeout));
+    /// `idle_timeout` is `WEFT_IDLE_TIMEOUT` (see [`pooled_idle_timeout`]).
+    pub fn shared(connect_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
+        let pool = Arc::new(Self::new(connect_timeout).with_idle_timeout(idle_timeout));
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(sweep_periodically(Arc::downgrade(&pool)));
         }
@@ -73,11 +88,19 @@ where
         h2_builder.timer(TokioTimer::new()).adaptive_window(true);
         Pool {
             connect_timeout,
+            idle_timeout: MAX_POOLED_IDLE,
             h1_builder,
             h2_builder,
             h1_idle: Mutex::new(HashMap::new()),
             h2: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Pooled HTTP/1 connections are closed after `idle_timeout` (`WEFT_IDLE_TIMEOUT`) unused,
+    /// or 90 s if that is shorter.
+    pub fn with_idle_timeout(mut self, idle_timeout: Duration) -> Self {
+        self.idle_timeout = pooled_idle_timeout(idle_timeout);
+        self
     }
 
     /// Sends `req` to `target`, on a pooled connection when one is free.
@@ -156,7 +179,7 @@ where
         let mut idle = self.lock_h1();
         let conns = idle.get_mut(&addr)?;
         let now = Instant::now();
-        conns.retain(|idle| idle.is_usable(now));
+        conns.retain(|idle| idle.is_usable(now, self.idle_timeout));
         let ready = conns.iter().position(|idle| idle.conn.is_ready())?;
         Some(conns.swap_remove(ready).conn)
     }
@@ -179,7 +202,7 @@ where
         let now = Instant::now();
         let mut idle = self.lock_h1();
         idle.retain(|_, conns| {
-            conns.retain(|idle| idle.is_usable(now));
+            conns.retain(|idle| idle.is_usable(now, self.idle_timeout));
             !conns.is_empty()
         });
         drop(idle);
@@ -269,7 +292,10 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
-    let mut tick = tokio::time::interval(IDLE_TIMEOUT / 3);
+    let Some(period) = pool.upgrade().map(|pool| pool.idle_timeout / 3) else {
+        return;
+    };
+    let mut tick = tokio::time::interval(period);
     loop {
         tick.tick().await;
         // The pool's side is gone: nothing left to sweep.

@@ -13,6 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::target::HttpVersion;
 use crate::drain::Watch;
+use crate::idle::{ConnectionActivity, Expiry};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -39,7 +40,8 @@ impl HttpServer {
             // A client may shut down its write side while it waits for the response.
             .half_close(true)
             // hyper's header timer also runs while a keep-alive connection is idle, so it would
-            // close the app's idle connections after 30s: a transparent proxy must not.
+            // close the app's idle connections after 30s: a transparent proxy must not. The
+            // header read timeout is crate::idle's, which starts at a request's first byte.
             .header_read_timeout(None);
         let mut h2 = http2::Builder::new(TokioExecutor::new());
         h2.timer(TokioTimer::new())
@@ -48,15 +50,17 @@ impl HttpServer {
         HttpServer { h1, h2 }
     }
 
-    /// Serves `io` until the client is done. On drain: HTTP/1 finishes the request in flight and
-    /// closes; HTTP/2 sends GOAWAY and finishes open streams.
+    /// Serves `io` until the client is done, or until `activity` (the connection's idle and
+    /// header read timers, when given) says to close it, which is returned. On drain: HTTP/1
+    /// finishes the request in flight and closes; HTTP/2 sends GOAWAY and finishes open streams.
     pub async fn serve<I, S, B>(
         &self,
         io: I,
         version: HttpVersion,
         service: S,
         watch: &mut Watch,
-    ) -> Result<(), hyper::Error>
+        activity: Option<&ConnectionActivity>,
+    ) -> Result<Option<Expiry>, hyper::Error>
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         S: hyper::service::Service<Request<Incoming>, Response = Response<B>, Error = Infallible>
@@ -67,29 +71,48 @@ impl HttpServer {
         B::Error: Into<BoxError>,
     {
         let io = TokioIo::new(io);
+        let expired = async {
+            match activity {
+                Some(activity) => activity.expired().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(expired);
         match version {
             HttpVersion::Http1 => {
                 let conn = self.h1.serve_connection(io, service).with_upgrades();
                 tokio::pin!(conn);
                 tokio::select! {
-                    res = conn.as_mut() => res,
+                    res = conn.as_mut() => res.map(|()| None),
                     () = watch.signaled() => {
                         conn.as_mut().graceful_shutdown();
-                        conn.await
+                        conn.await.map(|()| None)
                     }
+                    // Nothing in flight (or a request head still arriving): dropping the
+                    // connection closes it.
+                    why = &mut expired => Ok(Some(why)),
                 }
             }
             HttpVersion::Http2 => {
                 let conn = self.h2.serve_connection(io, service);
                 tokio::pin!(conn);
                 tokio::select! {
-                    res = conn.as_mut() => res,
+                    res = conn.as_mut() => res.map(|()| None),
                     () = watch.signaled() => {
                         conn.as_mut().graceful_shutdown();
-                        conn.await
+                        conn.await.map(|()| None)
+                    }
+                    why = &mut expired => {
+                        // No stream is open: GOAWAY tells the client not to start one here.
+                        conn.as_mut().graceful_shutdown();
+                        let _ = tokio::time::timeout(GOAWAY_GRACE, conn).await;
+                        Ok(Some(why))
                     }
                 }
             }
         }
     }
 }
+
+/// How long an idle HTTP/2 connection may take to say goodbye after its GOAWAY.
+const GOAWAY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);

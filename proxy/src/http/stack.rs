@@ -1,5 +1,6 @@
 //! The per-connection request stack, outermost first: metrics -> route (logical service) ->
-//! error responses -> hop-by-hop headers -> inbound policy and client identity -> upgrades ->
+//! error responses -> hop-by-hop headers -> stream idle timeout -> inbound policy and client
+//! identity -> upgrades ->
 //! inbound rate limit -> Service policy -> request timeout -> upstream limits -> retry ->
 //! per-try timeout -> balancer (split, breakers, endpoint) -> endpoint client (mTLS to meshed
 //! endpoints). Route runs before the error layer so that failures are logged with their target;
@@ -7,6 +8,7 @@
 //! ejected endpoints and those the request already failed on.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use hyper::body::Incoming;
 use tower::ServiceBuilder;
@@ -27,6 +29,7 @@ use crate::resilience::rate_limit::{RateLimit, RateLimitLayer};
 use crate::resilience::replay::ReplayBody;
 use crate::resilience::retry::{Retry, RetryLayer};
 use crate::resilience::service_policy::{ApplyServicePolicy, ServicePolicyLayer};
+use crate::resilience::stream_idle::{StreamIdle, StreamIdleLayer};
 use crate::resilience::timeout::{Timeout, TimeoutKind, TimeoutLayer};
 use crate::resilience::upstream::UpstreamState;
 use crate::tls::client_identity::{Caller, ClientIdentityLayer, ClientIdentityService};
@@ -39,7 +42,9 @@ pub type Stack = RequestMetrics<
     Route<
         ErrorResponse<
             HopByHop<
-                ClientIdentityService<Upgrade<Resilient<EndpointClient<ReplayBody<Incoming>>>>>,
+                StreamIdle<
+                    ClientIdentityService<Upgrade<Resilient<EndpointClient<ReplayBody<Incoming>>>>>,
+                >,
             >,
         >,
     >,
@@ -57,6 +62,8 @@ pub struct StackParts {
     pub caller: Option<Caller>,
     /// Outbound with an identity: mTLS to meshed endpoints.
     pub peers: Option<Arc<PeerClient<ReplayBody<Incoming>>>>,
+    /// `WEFT_STREAM_IDLE_TIMEOUT`; zero: none.
+    pub stream_idle_timeout: Duration,
 }
 
 pub fn build(target: Target, metrics: HttpMetrics, parts: StackParts) -> Stack {
@@ -68,12 +75,15 @@ pub fn build(target: Target, metrics: HttpMetrics, parts: StackParts) -> Stack {
         rate_limit,
         caller,
         peers,
+        stream_idle_timeout,
     } = parts;
     ServiceBuilder::new()
         .layer(RequestMetricsLayer::new(metrics))
         .layer(RouteLayer::new(target, router))
         .layer(ErrorResponseLayer)
         .layer(HopByHopLayer)
+        // Inside the error layer, so a stream that never got its response headers gets a 504.
+        .layer(StreamIdleLayer::new(stream_idle_timeout, upstream.clone()))
         // Before the rate limit, which keys on the identity this layer attaches.
         .layer(ClientIdentityLayer::new(caller))
         .layer(UpgradeLayer::new(drain))

@@ -84,7 +84,7 @@ impl ResilienceMetrics {
         );
         registry.register(
             "timeout",
-            "Requests (kind=request) or attempts (kind=per_try) that ran out of time",
+            "Requests (kind=request), attempts (kind=per_try), stalled exchanges (kind=stream_idle), idle client connections (kind=idle) and slow request headers (kind=header_read) that ran out of time",
             metrics.timeouts.clone(),
         );
         registry.register(
@@ -155,10 +155,25 @@ impl ResilienceMetrics {
             budget_exhausted: self.budget_exhausted.get_or_create_owned(&labels),
             request_timeouts: timeout(TimeoutKind::Request),
             per_try_timeouts: timeout(TimeoutKind::PerTry),
+            stream_idle_timeouts: timeout(TimeoutKind::StreamIdle),
+            idle_timeouts: timeout(TimeoutKind::Idle),
+            header_read_timeouts: timeout(TimeoutKind::HeaderRead),
             overload_pending: overload(Limit::Pending),
             overload_in_flight: overload(Limit::InFlight),
             overload_connections: overload(Limit::Connections),
         }
+    }
+
+    /// Counts one expiry of a connection's own timer (idle, header read) against `upstream`,
+    /// without creating the request counters of an upstream that may be opaque TCP.
+    pub fn timed_out(&self, direction: Direction, upstream: &str, kind: TimeoutKind) {
+        self.timeouts
+            .get_or_create(&TimeoutLabels {
+                direction,
+                upstream: upstream.to_owned(),
+                kind,
+            })
+            .inc();
     }
 
     pub fn rate_limited(&self, direction: Direction, scope: &'static str) -> Counter {
@@ -173,6 +188,9 @@ pub struct UpstreamMetrics {
     budget_exhausted: Counter,
     request_timeouts: Counter,
     per_try_timeouts: Counter,
+    stream_idle_timeouts: Counter,
+    idle_timeouts: Counter,
+    header_read_timeouts: Counter,
     overload_pending: Counter,
     overload_in_flight: Counter,
     overload_connections: Counter,
@@ -191,6 +209,9 @@ impl UpstreamMetrics {
         match kind {
             TimeoutKind::Request => self.request_timeouts.inc(),
             TimeoutKind::PerTry => self.per_try_timeouts.inc(),
+            TimeoutKind::StreamIdle => self.stream_idle_timeouts.inc(),
+            TimeoutKind::Idle => self.idle_timeouts.inc(),
+            TimeoutKind::HeaderRead => self.header_read_timeouts.inc(),
         };
     }
 

@@ -6,7 +6,6 @@ use std::time::Duration;
 use http::StatusCode;
 
 use super::limits::Limit;
-use super::timeout::TimeoutKind;
 
 /// gRPC status codes the proxy answers with.
 pub mod grpc_code {
@@ -23,6 +22,10 @@ pub enum ResilienceError {
         "no response within the per-try timeout of {after:?} (WEFT_PER_TRY_TIMEOUT / weft.io/per-try-timeout)"
     )]
     PerTryTimeout { after: Duration },
+    #[error(
+        "no progress within the stream idle timeout of {after:?} (WEFT_STREAM_IDLE_TIMEOUT / weft.io/stream-idle-timeout)"
+    )]
+    StreamIdleTimeout { after: Duration },
     #[error("overloaded: {} requests {} ({})", .max, .limit.describe(), .limit.setting())]
     Overloaded { limit: Limit, max: u32 },
     #[error("no endpoint became available within {after:?}")]
@@ -32,18 +35,11 @@ pub enum ResilienceError {
 }
 
 impl ResilienceError {
-    pub fn timeout(kind: TimeoutKind, after: Duration) -> Self {
-        match kind {
-            TimeoutKind::Request => ResilienceError::RequestTimeout { after },
-            TimeoutKind::PerTry => ResilienceError::PerTryTimeout { after },
-        }
-    }
-
     pub fn status(&self) -> StatusCode {
         match self {
-            ResilienceError::RequestTimeout { .. } | ResilienceError::PerTryTimeout { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
+            ResilienceError::RequestTimeout { .. }
+            | ResilienceError::PerTryTimeout { .. }
+            | ResilienceError::StreamIdleTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ResilienceError::Overloaded { .. } | ResilienceError::NoEndpoints { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -56,6 +52,7 @@ impl ResilienceError {
         match self {
             ResilienceError::RequestTimeout { .. } => "request timeout",
             ResilienceError::PerTryTimeout { .. } => "per-try timeout",
+            ResilienceError::StreamIdleTimeout { .. } => "stream idle timeout",
             ResilienceError::Overloaded { .. } => "overloaded",
             ResilienceError::NoEndpoints { .. } => "no endpoints",
             ResilienceError::RateLimited { .. } => "rate limited",
@@ -66,9 +63,9 @@ impl ResilienceError {
     /// as with HTTP 503); a rate limit is RESOURCE_EXHAUSTED (retrying at once will not help).
     pub fn grpc_code(&self) -> u32 {
         match self {
-            ResilienceError::RequestTimeout { .. } | ResilienceError::PerTryTimeout { .. } => {
-                grpc_code::DEADLINE_EXCEEDED
-            }
+            ResilienceError::RequestTimeout { .. }
+            | ResilienceError::PerTryTimeout { .. }
+            | ResilienceError::StreamIdleTimeout { .. } => grpc_code::DEADLINE_EXCEEDED,
             ResilienceError::Overloaded { .. } | ResilienceError::NoEndpoints { .. } => {
                 grpc_code::UNAVAILABLE
             }

@@ -15,5 +15,6 @@ pub mod rate_limit;
 pub mod replay;
 pub mod retry;
 pub mod service_policy;
+pub mod stream_idle;
 pub mod timeout;
 pub mod upstream;

@@ -12,6 +12,8 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
+use super::stream_idle::StreamProgress;
+
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Request bodies up to this size are kept for a retry.
@@ -30,6 +32,8 @@ struct Shared<B> {
     trailers: Option<HeaderMap>,
     /// A copy waiting for the one that holds the source.
     waiting: Option<Waker>,
+    /// Told of every frame the client's body yields (the stream idle timeout).
+    progress: Option<Arc<StreamProgress>>,
 }
 
 impl<B> Shared<B> {
@@ -65,6 +69,7 @@ impl<B: Body> ReplayBody<B> {
                 overflowed: capacity == 0 || too_large,
                 trailers: None,
                 waiting: None,
+                progress: None,
             })),
             replayed: 0,
             source: None,
@@ -75,6 +80,13 @@ impl<B: Body> ReplayBody<B> {
 }
 
 impl<B> ReplayBody<B> {
+    /// Reports each frame read from the client's body to `progress`, so a request whose upload
+    /// is still moving is not taken for an idle stream.
+    pub fn with_progress(self, progress: Arc<StreamProgress>) -> Self {
+        lock(&self.shared).progress = Some(progress);
+        self
+    }
+
     /// Whether a copy can still be made: the body so far fitted in the limit.
     pub fn is_replayable(&self) -> bool {
         !lock(&self.shared).overflowed
@@ -169,6 +181,9 @@ where
             Poll::Ready(frame) => frame,
         };
         let mut shared = lock(&this.shared);
+        if let (Some(Ok(_)), Some(progress)) = (&frame, &shared.progress) {
+            progress.made();
+        }
         let out = match frame {
             None => {
                 shared.source_done = true;

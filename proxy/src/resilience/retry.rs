@@ -29,6 +29,7 @@ use tracing::debug;
 use super::error::ResilienceError;
 use super::policy::RetryPolicy;
 use super::replay::{MAX_REPLAY_BYTES, ReplayBody};
+use super::stream_idle::StreamProgress;
 use super::upstream::UpstreamState;
 use crate::connect::ConnectError;
 use crate::http::endpoint::EndpointError;
@@ -114,6 +115,10 @@ where
             };
             let (parts, body) = req.into_parts();
             let body = ReplayBody::new(body, capacity);
+            let body = match parts.extensions.get::<Arc<StreamProgress>>() {
+                Some(progress) => body.with_progress(progress.clone()),
+                None => body,
+            };
             let grpc = is_grpc(&parts.headers);
             let method_allows = retry.non_idempotent || is_idempotent(&parts.method);
             let mut next_body = body.try_clone();

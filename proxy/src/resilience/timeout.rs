@@ -23,6 +23,12 @@ pub enum TimeoutKind {
     Request,
     /// One attempt: `WEFT_PER_TRY_TIMEOUT`.
     PerTry,
+    /// An exchange whose bodies stopped moving: `WEFT_STREAM_IDLE_TIMEOUT` (`stream_idle`).
+    StreamIdle,
+    /// A client connection with nothing moving: `WEFT_IDLE_TIMEOUT` (`idle`).
+    Idle,
+    /// An HTTP/1 client too slow to send its request headers: `WEFT_HEADER_READ_TIMEOUT`.
+    HeaderRead,
 }
 
 impl TimeoutKind {
@@ -30,6 +36,9 @@ impl TimeoutKind {
         match self {
             TimeoutKind::Request => "request",
             TimeoutKind::PerTry => "per_try",
+            TimeoutKind::StreamIdle => "stream_idle",
+            TimeoutKind::Idle => "idle",
+            TimeoutKind::HeaderRead => "header_read",
         }
     }
 }
@@ -82,6 +91,8 @@ where
         let after = match self.kind {
             TimeoutKind::Request => policy.timeout,
             TimeoutKind::PerTry => policy.per_try_timeout,
+            // Timed by their own layers (stream_idle, crate::idle), never built with this one.
+            TimeoutKind::StreamIdle | TimeoutKind::Idle | TimeoutKind::HeaderRead => Duration::ZERO,
         };
         let sleep = (!after.is_zero()).then(|| Box::pin(tokio::time::sleep(after)));
         TimeoutFuture {
@@ -120,7 +131,13 @@ where
             && sleep.as_mut().poll(cx).is_ready()
         {
             this.upstream.metrics.timeout(*this.kind);
-            return Poll::Ready(Err(ResilienceError::timeout(*this.kind, *this.after).into()));
+            let after = *this.after;
+            // Only request and per-try timeouts get here: the other kinds never arm a sleep.
+            let err = match this.kind {
+                TimeoutKind::PerTry => ResilienceError::PerTryTimeout { after },
+                _ => ResilienceError::RequestTimeout { after },
+            };
+            return Poll::Ready(Err(err.into()));
         }
         Poll::Pending
     }

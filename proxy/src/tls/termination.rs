@@ -36,6 +36,7 @@ use crate::metrics::tls::Refusal;
 use crate::opaque;
 use crate::resilience::limits::Limited;
 use crate::resilience::rate_limit::RateLimitLayer;
+use crate::resilience::stream_idle::StreamIdleBody;
 use crate::side::Side;
 
 /// Serves one terminated connection until it ends. `app_ip` is the pod's address, where the app
@@ -76,7 +77,7 @@ pub async fn serve<I>(
             let service = hyper_util::service::TowerToHyperService::new(service);
             if let Err(err) = side
                 .http
-                .serve(stream, HttpVersion::Http2, service, watch)
+                .serve(stream, HttpVersion::Http2, service, watch, None)
                 .await
             {
                 debug!(%peer, %client, error = %err, "mTLS HTTP/2 connection from peer ended with an error");
@@ -103,7 +104,15 @@ pub async fn serve<I>(
             }
             match header.payload {
                 Payload::Opaque => {
-                    match opaque::forward(&mut stream, app, side.connect_timeout, |_| ()).await {
+                    match opaque::forward(
+                        &mut stream,
+                        app,
+                        side.connect_timeout,
+                        side.idle_timeout,
+                        |_| (),
+                    )
+                    .await
+                    {
                         Ok(copied) => {
                             debug!(%peer, %client, destination = %app, to_upstream = copied.to_upstream, to_client = copied.to_client, "mTLS opaque connection closed")
                         }
@@ -117,7 +126,7 @@ pub async fn serve<I>(
                     let service = hyper_util::service::TowerToHyperService::new(service);
                     if let Err(err) = side
                         .http
-                        .serve(stream, HttpVersion::Http1, service, watch)
+                        .serve(stream, HttpVersion::Http1, service, watch, None)
                         .await
                     {
                         debug!(%peer, %client, error = %err, "mTLS HTTP/1 connection from peer ended with an error");
@@ -139,6 +148,7 @@ struct StackSource {
     rate_limiter: Option<Arc<crate::resilience::rate_limit::RateLimiter>>,
     policy: Arc<super::inbound_policy::InboundPolicy>,
     direction: crate::metrics::Direction,
+    stream_idle_timeout: std::time::Duration,
 }
 
 impl StackSource {
@@ -151,6 +161,7 @@ impl StackSource {
             rate_limiter: side.rate_limiter.clone(),
             policy: side.inbound_policy.clone(),
             direction: side.direction,
+            stream_idle_timeout: side.stream_idle_timeout,
         }
     }
 }
@@ -191,6 +202,7 @@ impl InboundStacks {
                             metrics: side.metrics.tls.clone(),
                         }),
                         peers: None,
+                        stream_idle_timeout: side.stream_idle_timeout,
                     },
                 )
             })
@@ -209,7 +221,7 @@ struct TransportService {
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl Service<Request<Incoming>> for TransportService {
-    type Response = Response<ProxyBody<Limited<Incoming>>>;
+    type Response = Response<ProxyBody<StreamIdleBody<Limited<Incoming>>>>;
     type Error = Infallible;
     type Future = BoxFuture<Result<Self::Response, Infallible>>;
 
@@ -246,7 +258,10 @@ impl Service<Request<Incoming>> for TransportService {
     }
 }
 
-fn refusal(status: StatusCode, cause: &'static str) -> Response<ProxyBody<Limited<Incoming>>> {
+fn refusal(
+    status: StatusCode,
+    cause: &'static str,
+) -> Response<ProxyBody<StreamIdleBody<Limited<Incoming>>>> {
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
         cause.as_bytes(),
     ))));

@@ -6,6 +6,7 @@ mod grpc;
 mod h2;
 mod http1;
 mod identity;
+mod idle;
 mod mtls;
 mod opaque;
 mod redirect;

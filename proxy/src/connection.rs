@@ -8,7 +8,6 @@ use tokio::net::TcpStream;
 use tower::Layer;
 use tracing::{debug, info, warn};
 
-use crate::counted::CountedIo;
 use crate::detect::{DetectOutcome, Detection, PrefixedIo, Protocol, detect};
 use crate::discovery::Key;
 use crate::drain::Watch;
@@ -19,6 +18,7 @@ use crate::http::{HttpVersion, Target};
 use crate::idle::{ActivityIo, ConnectionActivity, Expiry, InFlightLayer};
 use crate::metrics::tls::Refusal;
 use crate::metrics::{Direction, Upstream};
+use crate::observed_io::{ByteCounters, CountedIo};
 use crate::opaque;
 use crate::original_dst::{OriginalDstError, original_dst};
 use crate::resilience::rate_limit::RateLimitLayer;
@@ -57,7 +57,7 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
     }
 
     let (read, written) = side.metrics.byte_counters(direction);
-    let mut io = CountedIo::new(stream, read, written);
+    let mut io = CountedIo::new(stream, ByteCounters { read, written });
     let detection = if side.opaque_ports.contains(original.port()) && !addressed_to_proxy {
         Detection {
             protocol: Protocol::Opaque,

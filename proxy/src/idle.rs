@@ -11,7 +11,6 @@
 //! after a few seconds. Here the header timer starts at the first byte of a request instead.
 
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -21,10 +20,11 @@ use std::time::Duration;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tower::{Layer, Service};
+
+use crate::observed_io::{IoObserver, ObservedIo};
 
 /// Why a connection was closed by its own timer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,79 +165,16 @@ impl Drop for RequestInFlight {
     }
 }
 
-pin_project! {
-    /// A client connection's I/O, noting every byte that moves on `activity`.
-    #[derive(Debug)]
-    pub struct ActivityIo<I> {
-        #[pin]
-        inner: I,
-        activity: Arc<ConnectionActivity>,
-    }
-}
+/// A client connection's I/O, noting every byte that moves on its activity.
+pub type ActivityIo<I> = ObservedIo<I, Arc<ConnectionActivity>>;
 
-impl<I> ActivityIo<I> {
-    pub fn new(inner: I, activity: Arc<ConnectionActivity>) -> Self {
-        ActivityIo { inner, activity }
-    }
-}
-
-impl<I: AsyncRead> AsyncRead for ActivityIo<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let res = this.inner.poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.bytes_read();
-        }
-        res
-    }
-}
-
-impl<I: AsyncWrite> AsyncWrite for ActivityIo<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let res = this.inner.poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res
-            && n > 0
-        {
-            this.activity.bytes_written();
-        }
-        res
+impl IoObserver for ConnectionActivity {
+    fn on_read(&self, _bytes: usize) {
+        self.bytes_read();
     }
 
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.project();
-        let res = this.inner.poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = res
-            && n > 0
-        {
-            this.activity.bytes_written();
-        }
-        res
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().inner.poll_shutdown(cx)
+    fn on_written(&self, _bytes: usize) {
+        self.bytes_written();
     }
 }
 

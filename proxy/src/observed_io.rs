@@ -1,31 +1,44 @@
-//! An I/O wrapper that adds the bytes read and written to two counters as they pass, so long-lived
-//! connections show up in metrics while they are open, not only when they close.
+//! An I/O wrapper that tells an observer how many bytes moved each way as they pass. Byte
+//! counters use it so long-lived connections show up in metrics while they are open, not only
+//! when they close; the idle timer uses it to know when a connection last did anything.
 
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
 use prometheus_client::metrics::counter::Counter;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-pin_project! {
-    #[derive(Debug)]
-    pub struct CountedIo<I> {
-        #[pin]
-        inner: I,
-        read: Counter,
-        written: Counter,
+/// Told of every non-empty read and write on an [`ObservedIo`].
+pub trait IoObserver {
+    fn on_read(&self, bytes: usize);
+    fn on_written(&self, bytes: usize);
+}
+
+impl<O: IoObserver + ?Sized> IoObserver for Arc<O> {
+    fn on_read(&self, bytes: usize) {
+        (**self).on_read(bytes);
+    }
+
+    fn on_written(&self, bytes: usize) {
+        (**self).on_written(bytes);
     }
 }
 
-impl<I> CountedIo<I> {
-    pub fn new(inner: I, read: Counter, written: Counter) -> Self {
-        CountedIo {
-            inner,
-            read,
-            written,
-        }
+pin_project! {
+    #[derive(Debug)]
+    pub struct ObservedIo<I, O> {
+        #[pin]
+        inner: I,
+        observer: O,
+    }
+}
+
+impl<I, O> ObservedIo<I, O> {
+    pub fn new(inner: I, observer: O) -> Self {
+        ObservedIo { inner, observer }
     }
 
     pub fn get_ref(&self) -> &I {
@@ -33,7 +46,7 @@ impl<I> CountedIo<I> {
     }
 }
 
-impl<I: AsyncRead> AsyncRead for CountedIo<I> {
+impl<I: AsyncRead, O: IoObserver> AsyncRead for ObservedIo<I, O> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -44,13 +57,13 @@ impl<I: AsyncRead> AsyncRead for CountedIo<I> {
         let res = this.inner.poll_read(cx, buf);
         let n = buf.filled().len().saturating_sub(before);
         if n > 0 {
-            this.read.inc_by(n as u64);
+            this.observer.on_read(n);
         }
         res
     }
 }
 
-impl<I: AsyncWrite> AsyncWrite for CountedIo<I> {
+impl<I: AsyncWrite, O: IoObserver> AsyncWrite for ObservedIo<I, O> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -58,8 +71,10 @@ impl<I: AsyncWrite> AsyncWrite for CountedIo<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.inner.poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = res {
-            this.written.inc_by(n as u64);
+        if let Poll::Ready(Ok(n)) = res
+            && n > 0
+        {
+            this.observer.on_written(n);
         }
         res
     }
@@ -71,8 +86,10 @@ impl<I: AsyncWrite> AsyncWrite for CountedIo<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let res = this.inner.poll_write_vectored(cx, bufs);
-        if let Poll::Ready(Ok(n)) = res {
-            this.written.inc_by(n as u64);
+        if let Poll::Ready(Ok(n)) = res
+            && n > 0
+        {
+            this.observer.on_written(n);
         }
         res
     }
@@ -90,6 +107,26 @@ impl<I: AsyncWrite> AsyncWrite for CountedIo<I> {
     }
 }
 
+/// Adds the bytes read and written to two metric counters.
+#[derive(Clone, Debug)]
+pub struct ByteCounters {
+    pub read: Counter,
+    pub written: Counter,
+}
+
+impl IoObserver for ByteCounters {
+    fn on_read(&self, bytes: usize) {
+        self.read.inc_by(bytes as u64);
+    }
+
+    fn on_written(&self, bytes: usize) {
+        self.written.inc_by(bytes as u64);
+    }
+}
+
+/// A connection whose bytes are counted in metrics.
+pub type CountedIo<I> = ObservedIo<I, ByteCounters>;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,7 +136,11 @@ mod tests {
     async fn counts_both_directions() {
         let (mut far, near) = tokio::io::duplex(64);
         let (read, written) = (Counter::default(), Counter::default());
-        let mut io = CountedIo::new(near, read.clone(), written.clone());
+        let counters = ByteCounters {
+            read: read.clone(),
+            written: written.clone(),
+        };
+        let mut io = CountedIo::new(near, counters);
         far.write_all(b"12345").await.unwrap();
         let mut buf = [0u8; 5];
         io.read_exact(&mut buf).await.unwrap();

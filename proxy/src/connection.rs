@@ -17,7 +17,7 @@ use crate::http::stack::{self, StackParts};
 use crate::http::{HttpVersion, Target};
 use crate::idle::{ActivityIo, ConnectionActivity, Expiry, InFlightLayer};
 use crate::metrics::tls::Refusal;
-use crate::metrics::{Direction, Upstream};
+use crate::metrics::{Direction, PeerTls, Upstream};
 use crate::observed_io::{ByteCounters, CountedIo};
 use crate::opaque;
 use crate::original_dst::{OriginalDstError, original_dst};
@@ -154,9 +154,14 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
             let upstream_state = side
                 .upstreams
                 .get(upstream.clone(), service.map(|s| &*s.policy));
-            let metrics = side
-                .metrics
-                .http_upstream(direction, upstream, detection.protocol);
+            let metrics = match direction {
+                Direction::Outbound => side.metrics.http_outbound(upstream, detection.protocol),
+                // mTLS connections were handed to `termination` above: this one is plaintext.
+                Direction::Inbound => {
+                    side.metrics
+                        .http_inbound(original, detection.protocol, PeerTls::Plaintext)
+                }
+            };
             let router = match (&side.discovery, resolved) {
                 (Some(discovery), Some((_, profile))) => Some(Router::new(
                     discovery.clone(),

@@ -60,7 +60,7 @@ fn http1_get_post_keep_alive_and_counters() {
         assert_eq!(
             sample(
                 &m,
-                &format!("weft_response_total{{{up},status_code=\"200\",protocol=\"http1\"}}")
+                &format!("weft_response_total{{{up},status_code=\"200\",protocol=\"http1\",tls=\"false\"}}")
             ),
             Some(2.0),
             "{m}"
@@ -144,7 +144,7 @@ fn dead_upstream_is_502_with_cause() {
         assert_eq!(
             sample(
                 &m,
-                r#"weft_response_total{direction="outbound",upstream="127.0.0.2:8099",status_code="502",protocol="http1"}"#
+                r#"weft_response_total{direction="outbound",upstream="127.0.0.2:8099",status_code="502",protocol="http1",tls="false"}"#
             ),
             Some(1.0),
             "{m}"
@@ -340,7 +340,7 @@ fn inbound_side_forwards_to_the_original_destination() {
         assert_eq!(resp.status(), 200);
         let m = metrics().await;
         assert_eq!(
-            sample(&m, r#"weft_request_total{direction="inbound",upstream="127.0.0.3:8080",protocol="http1"}"#),
+            sample(&m, r#"weft_request_total{direction="inbound",upstream="127.0.0.3:8080",protocol="http1",tls="false"}"#),
             Some(1.0),
             "{m}"
         );

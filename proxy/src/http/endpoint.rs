@@ -17,6 +17,7 @@ use super::pool::Pool;
 use super::target::Target;
 use crate::connect::ConnectError;
 use crate::discovery::Endpoint;
+use crate::metrics::PeerTls;
 use crate::metrics::tls::Refusal;
 use crate::resilience::error::{ResilienceError, grpc_code};
 use crate::resilience::retry::ServedBy;
@@ -158,18 +159,26 @@ where
                 .copied()
                 .ok_or(EndpointError::NoTarget)?;
             // A meshed endpoint (the balancer attached it) is reached through its proxy.
+            let endpoint = req.extensions().get::<Endpoint>();
             let meshed = match &peers {
-                Some(_) => req
-                    .extensions()
-                    .get::<Endpoint>()
-                    .and_then(MeshedPeer::of)
-                    .transpose()?,
+                Some(_) => endpoint.and_then(MeshedPeer::of).transpose()?,
                 None => None,
             };
+            // The identity discovery promised, which the handshake verified; an Arc clone, so
+            // labelling the response costs no allocation.
+            let served_over = meshed
+                .as_ref()
+                .and(endpoint)
+                .and_then(|endpoint| endpoint.identity.clone())
+                .map(PeerTls::Mutual);
             let mut resp = match (meshed, peers) {
                 (Some(peer), Some(peers)) => peers.send(&peer, target.addr, req).await?,
                 _ => pool.send(target, req).await?,
             };
+            // For the request metrics: a response from a meshed endpoint came over mTLS.
+            if let Some(served_over) = served_over {
+                resp.extensions_mut().insert(served_over);
+            }
             // Which endpoint answered, for retries to avoid it if the answer was a failure.
             resp.extensions_mut().insert(ServedBy(target.addr));
             Ok(resp)

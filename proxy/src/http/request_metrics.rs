@@ -1,5 +1,7 @@
 //! Counts requests and responses and observes latency to the response head, per connection's
-//! upstream. Sits outermost so the proxy's own error responses are counted too.
+//! upstream. Sits outermost so the proxy's own error responses are counted too. Outbound, the
+//! endpoint client marks responses that came from a meshed endpoint over mTLS ([`PeerTls`]), so
+//! the response counter says which identity answered.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,7 +12,7 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::metrics::HttpMetrics;
+use crate::metrics::{HttpMetrics, PeerTls};
 
 #[derive(Clone, Debug)]
 pub struct RequestMetricsLayer {
@@ -81,8 +83,11 @@ where
         let this = self.project();
         let result = ready!(this.inner.poll(cx));
         if let Ok(resp) = &result {
-            this.metrics
-                .on_response(resp.status().as_u16(), this.start.elapsed());
+            this.metrics.on_response(
+                resp.status().as_u16(),
+                this.start.elapsed(),
+                resp.extensions().get::<PeerTls>(),
+            );
         }
         Poll::Ready(result)
     }
@@ -92,16 +97,15 @@ where
 mod tests {
     use super::*;
     use crate::detect::Protocol;
-    use crate::metrics::{Direction, Metrics};
+    use crate::metrics::{Metrics, Upstream};
     use std::convert::Infallible;
     use tower::ServiceExt;
 
     #[tokio::test]
     async fn counts_request_and_response_status() {
         let metrics = Metrics::new();
-        let http = metrics.http(
-            Direction::Outbound,
-            "127.0.0.2:80".parse().unwrap(),
+        let http = metrics.http_outbound(
+            Upstream::Addr("127.0.0.2:80".parse().unwrap()),
             Protocol::Http1,
         );
         let inner = tower::service_fn(|_req: Request<()>| async {
@@ -118,7 +122,41 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains(r#"weft_response_total{direction="outbound",upstream="127.0.0.2:80",status_code="404",protocol="http1"} 2"#),
+            text.contains(r#"weft_response_total{direction="outbound",upstream="127.0.0.2:80",status_code="404",protocol="http1",tls="false"} 2"#),
+            "{text}"
+        );
+    }
+
+    /// A response the endpoint client marked as served over mTLS is counted with the
+    /// destination's identity; one without the mark (e.g. the proxy's own error) as plaintext.
+    #[tokio::test]
+    async fn outbound_response_carries_the_identity_that_served_it() {
+        let metrics = Metrics::new();
+        let http = metrics.http_outbound(Upstream::Service("web.shop:80".into()), Protocol::Http2);
+        let inner = tower::service_fn(|req: Request<bool>| async move {
+            let mut resp = Response::new(());
+            if *req.body() {
+                resp.extensions_mut()
+                    .insert(PeerTls::Mutual("spiffe://cluster.local/ns/shop/sa/web".into()));
+            } else {
+                *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
+            }
+            Ok::<_, Infallible>(resp)
+        });
+        let svc = RequestMetricsLayer::new(http).layer(inner);
+        svc.clone().oneshot(Request::new(true)).await.unwrap();
+        svc.oneshot(Request::new(false)).await.unwrap();
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains(r#"weft_request_total{direction="outbound",upstream="web.shop:80",protocol="http2"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_response_total{direction="outbound",upstream="web.shop:80",status_code="200",protocol="http2",tls="true",dst_identity="spiffe://cluster.local/ns/shop/sa/web"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"weft_response_total{direction="outbound",upstream="web.shop:80",status_code="503",protocol="http2",tls="false"} 1"#),
             "{text}"
         );
     }

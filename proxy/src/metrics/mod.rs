@@ -6,7 +6,11 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use std::sync::Arc;
+
+use prometheus_client::encoding::{
+    EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -94,19 +98,73 @@ struct DirLabels {
     direction: Direction,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+/// How a request crossed between this proxy and the peer on the other side of the mesh hop:
+/// inbound, how the client's connection arrived; outbound, how the endpoint that answered was
+/// reached. Rendered as `tls="true"|"false"` plus the peer's SPIFFE id as `src_identity`
+/// (inbound) or `dst_identity` (outbound) when mutual.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub enum PeerTls {
+    /// Plaintext, or TLS the proxy passed through without terminating it.
+    Plaintext,
+    /// Mutual TLS terminated or originated by the proxy; the peer workload's SPIFFE id.
+    Mutual(Arc<str>),
+}
+
+impl PeerTls {
+    fn encode(&self, direction: Direction, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        match self {
+            PeerTls::Plaintext => ("tls", "false").encode(encoder.encode_label()),
+            PeerTls::Mutual(identity) => {
+                ("tls", "true").encode(encoder.encode_label())?;
+                let key = match direction {
+                    Direction::Inbound => "src_identity",
+                    Direction::Outbound => "dst_identity",
+                };
+                (key, &**identity).encode(encoder.encode_label())
+            }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct RequestLabels {
     direction: Direction,
     upstream: Upstream,
     protocol: Protocol,
+    /// `None` outbound: a request is counted before the balancer picks its endpoint, so whether
+    /// it goes over mTLS is not known yet (the response says).
+    tls: Option<PeerTls>,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+impl EncodeLabelSet for RequestLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        ("direction", self.direction).encode(encoder.encode_label())?;
+        ("upstream", self.upstream.clone()).encode(encoder.encode_label())?;
+        ("protocol", self.protocol).encode(encoder.encode_label())?;
+        match &self.tls {
+            Some(tls) => tls.encode(self.direction, encoder),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
 struct ResponseLabels {
     direction: Direction,
     upstream: Upstream,
     status_code: u16,
     protocol: Protocol,
+    tls: PeerTls,
+}
+
+impl EncodeLabelSet for ResponseLabels {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
+        ("direction", self.direction).encode(encoder.encode_label())?;
+        ("upstream", self.upstream.clone()).encode(encoder.encode_label())?;
+        ("status_code", self.status_code).encode(encoder.encode_label())?;
+        ("protocol", self.protocol).encode(encoder.encode_label())?;
+        self.tls.encode(self.direction, encoder)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -320,28 +378,31 @@ impl Metrics {
             .inc();
     }
 
-    /// Request metrics for one HTTP connection: its upstream and protocol are fixed.
-    pub fn http(
-        &self,
-        direction: Direction,
-        upstream: SocketAddr,
-        protocol: Protocol,
-    ) -> HttpMetrics {
-        self.http_upstream(direction, Upstream::Addr(upstream), protocol)
+    /// Request metrics for one outbound HTTP connection to a logical service or an address.
+    /// Each response is labelled with how the endpoint that answered was reached.
+    pub fn http_outbound(&self, upstream: Upstream, protocol: Protocol) -> HttpMetrics {
+        self.http(Direction::Outbound, upstream, protocol, None)
     }
 
-    /// Request metrics for one HTTP connection to a logical service or an address.
-    pub fn http_upstream(
+    /// Request metrics for one inbound HTTP connection (or one app port of a terminated mTLS
+    /// connection): how it arrived is fixed for all its requests.
+    pub fn http_inbound(&self, app: SocketAddr, protocol: Protocol, tls: PeerTls) -> HttpMetrics {
+        self.http(Direction::Inbound, Upstream::Addr(app), protocol, Some(tls))
+    }
+
+    fn http(
         &self,
         direction: Direction,
         upstream: Upstream,
         protocol: Protocol,
+        tls: Option<PeerTls>,
     ) -> HttpMetrics {
         HttpMetrics {
             requests: self.requests.get_or_create_owned(&RequestLabels {
                 direction,
                 upstream: upstream.clone(),
                 protocol,
+                tls: tls.clone(),
             }),
             latency: self.latency.get_or_create_owned(&LatencyLabels {
                 direction,
@@ -351,6 +412,7 @@ impl Metrics {
             direction,
             upstream,
             protocol,
+            tls,
         }
     }
 }
@@ -378,21 +440,30 @@ pub struct HttpMetrics {
     direction: Direction,
     upstream: Upstream,
     protocol: Protocol,
+    /// Inbound: how the connection arrived. Outbound: `None`, each response tells.
+    tls: Option<PeerTls>,
 }
+
+/// Plaintext when nothing says otherwise: the proxy's own error responses, unmeshed endpoints.
+static PLAINTEXT: PeerTls = PeerTls::Plaintext;
 
 impl HttpMetrics {
     pub fn on_request(&self) {
         self.requests.inc();
     }
 
-    pub fn on_response(&self, status: u16, elapsed: Duration) {
+    /// `served` is what the endpoint client attached to the response (outbound over mTLS);
+    /// the connection's own `tls` takes precedence inbound.
+    pub fn on_response(&self, status: u16, elapsed: Duration, served: Option<&PeerTls>) {
         self.latency.observe(elapsed.as_secs_f64());
+        let tls = self.tls.as_ref().or(served).unwrap_or(&PLAINTEXT);
         self.responses
             .get_or_create(&ResponseLabels {
                 direction: self.direction,
                 upstream: self.upstream.clone(),
                 status_code: status,
                 protocol: self.protocol,
+                tls: tls.clone(),
             })
             .inc();
     }
@@ -452,19 +523,19 @@ mod tests {
     #[test]
     fn renders_request_response_and_latency() {
         let metrics = Metrics::new();
-        let http = metrics.http(Direction::Inbound, addr(), Protocol::Http2);
+        let http = metrics.http_inbound(addr(), Protocol::Http2, PeerTls::Plaintext);
         http.on_request();
-        http.on_response(503, Duration::from_millis(3));
+        http.on_response(503, Duration::from_millis(3), None);
         let text = metrics.render().unwrap();
         assert!(
             text.contains(
-                r#"weft_request_total{direction="inbound",upstream="127.0.0.2:8080",protocol="http2"} 1"#
+                r#"weft_request_total{direction="inbound",upstream="127.0.0.2:8080",protocol="http2",tls="false"} 1"#
             ),
             "{text}"
         );
         assert!(
             text.contains(
-                r#"weft_response_total{direction="inbound",upstream="127.0.0.2:8080",status_code="503",protocol="http2"} 1"#
+                r#"weft_response_total{direction="inbound",upstream="127.0.0.2:8080",status_code="503",protocol="http2",tls="false"} 1"#
             ),
             "{text}"
         );
@@ -477,6 +548,30 @@ mod tests {
         assert!(
             text.contains(
                 r#"weft_response_latency_seconds_bucket{le="0.005",direction="inbound",upstream="127.0.0.2:8080"} 1"#
+            ),
+            "{text}"
+        );
+    }
+
+    /// Inbound over mTLS: the client's identity labels requests and responses, whatever the
+    /// endpoint client attached (inbound has no peer on the app side).
+    #[test]
+    fn inbound_mtls_labels_carry_the_client_identity() {
+        let metrics = Metrics::new();
+        let client = PeerTls::Mutual("spiffe://cluster.local/ns/shop/sa/client".into());
+        let http = metrics.http_inbound(addr(), Protocol::Http1, client);
+        http.on_request();
+        http.on_response(200, Duration::from_millis(1), Some(&PeerTls::Plaintext));
+        let text = metrics.render().unwrap();
+        assert!(
+            text.contains(
+                r#"weft_request_total{direction="inbound",upstream="127.0.0.2:8080",protocol="http1",tls="true",src_identity="spiffe://cluster.local/ns/shop/sa/client"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                r#"weft_response_total{direction="inbound",upstream="127.0.0.2:8080",status_code="200",protocol="http1",tls="true",src_identity="spiffe://cluster.local/ns/shop/sa/client"} 1"#
             ),
             "{text}"
         );
@@ -519,11 +614,8 @@ mod tests {
     #[test]
     fn ipv6_upstream_label_has_brackets() {
         let metrics = Metrics::new();
-        let http = metrics.http(
-            Direction::Outbound,
-            "[::1]:80".parse().unwrap(),
-            Protocol::Http1,
-        );
+        let http =
+            metrics.http_outbound(Upstream::Addr("[::1]:80".parse().unwrap()), Protocol::Http1);
         http.on_request();
         let text = metrics.render().unwrap();
         assert!(text.contains(r#"upstream="[::1]:80""#), "{text}");

@@ -31,7 +31,7 @@ use crate::drain::Watch;
 use crate::http::error_response::{ProxyBody, WEFT_ERROR};
 use crate::http::stack::{self, Stack, StackParts};
 use crate::http::{HttpVersion, Target};
-use crate::metrics::Upstream;
+use crate::metrics::{PeerTls, Upstream};
 use crate::metrics::tls::Refusal;
 use crate::opaque;
 use crate::resilience::limits::Limited;
@@ -187,7 +187,11 @@ impl InboundStacks {
                 let protocol: Protocol = version.protocol();
                 stack::build(
                     Target { addr, version },
-                    side.metrics.http(side.direction, addr, protocol),
+                    side.metrics.http_inbound(
+                        addr,
+                        protocol,
+                        PeerTls::Mutual(self.client.clone()),
+                    ),
                     StackParts {
                         router: None,
                         pool: side.pool.clone(),

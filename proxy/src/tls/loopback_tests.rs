@@ -28,7 +28,7 @@ use crate::http::{HttpVersion, Target};
 use crate::identity::LocalIdentity;
 use crate::identity::test_ca::{TestCa, expired, slot};
 use crate::loop_guard::LoopGuard;
-use crate::metrics::{Direction, Metrics};
+use crate::metrics::{Direction, Metrics, PeerTls};
 use crate::resilience::policy::ResiliencePolicy;
 use crate::resilience::upstream::Upstreams;
 use crate::side::Side;
@@ -214,6 +214,15 @@ async fn http1_rides_one_h2_connection_and_is_restored_with_the_client_identity(
         &server.metrics,
         r#"weft_tls_connections_total{direction="inbound",transport="h2"} 1"#
     ));
+    // The server counts the requests as mTLS from the client's identity.
+    let labels = format!(
+        r#"direction="inbound",upstream="{app}",protocol="http1",tls="true",src_identity="{WEB}""#
+    );
+    assert!(
+        metric(&server.metrics, &format!("weft_request_total{{{labels}}} 3")),
+        "{}",
+        server.metrics.render().unwrap()
+    );
 }
 
 #[tokio::test]
@@ -477,6 +486,10 @@ async fn the_endpoint_client_uses_mtls_for_meshed_endpoints_only() {
             .insert(endpoint(app, Some(API), meshed, server.addr.port()));
         let resp = client.clone().oneshot(req).await.unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
+        // Marked for the request metrics with the identity that answered, when over mTLS.
+        let served_over = resp.extensions().get::<PeerTls>().cloned();
+        let expected = meshed.then(|| PeerTls::Mutual(API.into()));
+        assert_eq!(served_over, expected);
         let body = text(resp).await;
         // Plain requests reach the app with the forged header: stripping it is the inbound
         // side's job, which a direct connection bypasses.

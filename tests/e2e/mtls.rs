@@ -615,10 +615,25 @@ fn strict_refuses_unmeshed_clients_and_permissive_serves_them() {
 
     let tb = bring_up(&[], TestbedOptions::default());
     let ip = tb.pod("server").unwrap().ip;
+    // Served, and counted as plaintext with no identity.
+    let plaintext = || {
+        counter(
+            &tb,
+            "server",
+            "weft_request_total",
+            &[("direction", "inbound"), ("tls", "false")],
+        )
+    };
+    let before = plaintext();
     let head = curl(&tb, "outsider", &[&format!("http://{ip}:8080/echo")]);
     assert!(
         head.starts_with("HTTP/1.1 200"),
         "permissive refused: {head}"
+    );
+    assert_eq!(
+        plaintext() - before,
+        1.0,
+        "the outsider's request was not counted with tls=\"false\""
     );
 }
 
@@ -771,10 +786,38 @@ fn http1_traffic_between_two_pods_uses_one_h2_connection() {
             &[("direction", direction), ("transport", "h2")],
         )
     };
+    // Request metrics say how each request crossed the hop: the server counts it as mTLS from
+    // the client's identity, the client counts the response as mTLS from the server's.
+    let mtls_requests = || {
+        (
+            counter(
+                &tb,
+                "server",
+                "weft_request_total",
+                &[
+                    ("direction", "inbound"),
+                    ("tls", "true"),
+                    ("src_identity", CLIENT_ID),
+                ],
+            ),
+            counter(
+                &tb,
+                "client",
+                "weft_response_total",
+                &[
+                    ("direction", "outbound"),
+                    ("status_code", "200"),
+                    ("tls", "true"),
+                    ("dst_identity", SERVER_ID),
+                ],
+            ),
+        )
+    };
     let (server_before, client_before) = (
         tls_open("server", "inbound"),
         tls_open("client", "outbound"),
     );
+    let (inbound_before, outbound_before) = mtls_requests();
     for round in 0..5 {
         // Two requests per curl (keep-alive), a new curl each round, alternating ports.
         let port = 8080 + round % 2;
@@ -796,6 +839,17 @@ fn http1_traffic_between_two_pods_uses_one_h2_connection() {
     );
     println!(
         "10 HTTP/1 requests on 5 app connections: new h2 connections client {opened_client}, server {opened_server}; inbound TLS connections in all {total}"
+    );
+    let (inbound_after, outbound_after) = mtls_requests();
+    assert_eq!(
+        inbound_after - inbound_before,
+        10.0,
+        "the server proxy did not count 10 requests with tls=\"true\" from {CLIENT_ID}"
+    );
+    assert_eq!(
+        outbound_after - outbound_before,
+        10.0,
+        "the client proxy did not count 10 responses with tls=\"true\" from {SERVER_ID}"
     );
     assert_eq!(
         opened_client, 0.0,

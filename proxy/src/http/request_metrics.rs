@@ -136,8 +136,9 @@ mod tests {
         let inner = tower::service_fn(|req: Request<bool>| async move {
             let mut resp = Response::new(());
             if *req.body() {
-                resp.extensions_mut()
-                    .insert(PeerTls::Mutual("spiffe://cluster.local/ns/shop/sa/web".into()));
+                resp.extensions_mut().insert(PeerTls::Mutual(
+                    "spiffe://cluster.local/ns/shop/sa/web".into(),
+                ));
             } else {
                 *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
             }

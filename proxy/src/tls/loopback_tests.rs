@@ -219,7 +219,10 @@ async fn http1_rides_one_h2_connection_and_is_restored_with_the_client_identity(
         r#"direction="inbound",upstream="{app}",protocol="http1",tls="true",src_identity="{WEB}""#
     );
     assert!(
-        metric(&server.metrics, &format!("weft_request_total{{{labels}}} 3")),
+        metric(
+            &server.metrics,
+            &format!("weft_request_total{{{labels}}} 3")
+        ),
         "{}",
         server.metrics.render().unwrap()
     );

@@ -31,8 +31,8 @@ use crate::drain::Watch;
 use crate::http::error_response::{ProxyBody, WEFT_ERROR};
 use crate::http::stack::{self, Stack, StackParts};
 use crate::http::{HttpVersion, Target};
-use crate::metrics::{PeerTls, Upstream};
 use crate::metrics::tls::Refusal;
+use crate::metrics::{PeerTls, Upstream};
 use crate::opaque;
 use crate::resilience::limits::Limited;
 use crate::resilience::rate_limit::RateLimitLayer;
@@ -187,11 +187,8 @@ impl InboundStacks {
                 let protocol: Protocol = version.protocol();
                 stack::build(
                     Target { addr, version },
-                    side.metrics.http_inbound(
-                        addr,
-                        protocol,
-                        PeerTls::Mutual(self.client.clone()),
-                    ),
+                    side.metrics
+                        .http_inbound(addr, protocol, PeerTls::Mutual(self.client.clone())),
                     StackParts {
                         router: None,
                         pool: side.pool.clone(),

@@ -235,11 +235,24 @@ class Bed:
                 raise RuntimeError(f"{self.contender}: no 200 through the path after 60s ({p.stdout} {p.stderr})")
             time.sleep(0.2)
 
-    def inbound_tls_seen(self):
-        """True when the server's proxy counted inbound requests over TLS (weft's metrics)."""
+    def weft_mtls(self):
+        """What the server's Weft proxy saw arrive: inbound requests by `tls` label (weft's
+        request metrics carry tls="true" and the client's src_identity when the proxy terminated
+        mTLS) and the mTLS connections it accepted."""
         p = self.exec("server", ["curl", "-s", "http://127.0.0.1:4191/metrics"], 10, check=False)
-        return any('direction="inbound"' in line and 'tls="true"' in line and not line.startswith("#")
-                   for line in p.stdout.splitlines())
+        seen = {"mtls_requests": 0.0, "plaintext_requests": 0.0, "tls_connections": 0.0}
+        for line in p.stdout.splitlines():
+            name, labels, value = parse_sample(line)
+            if name is None or labels.get("direction") != "inbound":
+                continue
+            if name == "weft_request_total":
+                if labels.get("tls") == "true" and labels.get("src_identity"):
+                    seen["mtls_requests"] += value
+                else:
+                    seen["plaintext_requests"] += value
+            elif name == "weft_tls_connections_total":
+                seen["tls_connections"] += value
+        return seen
 
     def envoy_mtls_handshakes(self):
         """Client-verified TLS handshakes the server's Envoy completed on its inbound listener."""
@@ -252,6 +265,47 @@ class Bed:
         if self.up:
             run([self.bins["weft-testbed"], "down", "--name", self.name], 120, check=False)
             self.up = False
+
+
+def parse_sample(line):
+    """`name{a="b",c="d"} 1` -> (name, {a: b, c: d}, 1.0); (None, {}, 0) for anything else."""
+    line = line.strip()
+    if not line or line.startswith("#"):
+        return None, {}, 0.0
+    name, _, rest = line.partition("{")
+    if not rest:
+        parts = line.split()
+        try:
+            return parts[0], {}, float(parts[1])
+        except (IndexError, ValueError):
+            return None, {}, 0.0
+    body, _, value = rest.rpartition("}")
+    labels = {}
+    for pair in body.split('",'):
+        key, _, val = pair.partition('="')
+        if key:
+            labels[key.strip()] = val.rstrip('"')
+    try:
+        return name, labels, float(value.split()[0])
+    except (IndexError, ValueError):
+        return None, {}, 0.0
+
+
+def check_weft_mtls(seen, http_ran):
+    """A note on Weft's mTLS, or RuntimeError when the run was not the mTLS contender it claims
+    to be: no mTLS connection, no mTLS request though HTTP scenarios ran, or more plaintext than
+    the few readiness requests sent before discovery told the client the server is meshed."""
+    if not seen["tls_connections"]:
+        raise RuntimeError("the server's Weft accepted no mTLS connection: the weft contender is not mTLS")
+    total = seen["mtls_requests"] + seen["plaintext_requests"]
+    if http_ran and not seen["mtls_requests"]:
+        raise RuntimeError("the server's Weft counted no inbound request with tls=\"true\": "
+                           "the weft contender is not mTLS")
+    if seen["plaintext_requests"] > max(10, 0.01 * total):
+        raise RuntimeError(f"the server's Weft counted {seen['plaintext_requests']:.0f} plaintext inbound "
+                           f"requests of {total:.0f}: the weft contender was not mTLS throughout")
+    return (f"Weft: mTLS between the proxies ({seen['tls_connections']:.0f} mTLS connections and "
+            f"{seen['mtls_requests']:.0f} of {total:.0f} inbound requests with tls=\"true\" on the server's proxy).")
 
 
 def cpu_seconds(pid):
@@ -563,10 +617,8 @@ def main():
                 ready[c] = summarize(ms)
         note = a.note
         if "weft" in beds:
-            mtls = beds["weft"].inbound_tls_seen()
-            note = (note + " " if note else "") + (
-                "Weft: mTLS between the proxies (seen in the server proxy's inbound metrics)." if mtls else
-                "Weft WITHOUT mTLS: plaintext proxy-to-proxy (the server proxy counted no inbound TLS requests).")
+            http_ran = any(kind == "http" for _, _, kind in scen)
+            note = (note + " " if note else "") + check_weft_mtls(beds["weft"].weft_mtls(), http_ran)
         if "envoy" in beds:
             shakes = beds["envoy"].envoy_mtls_handshakes()
             if not shakes:

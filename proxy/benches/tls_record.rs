@@ -78,7 +78,10 @@ tls_side!(ClientConnection);
 tls_side!(ServerConnection);
 
 /// A client and server connection with the proxies' configs, handshake done in memory.
-fn handshake(client: &LocalIdentity, server: &LocalIdentity) -> (ClientConnection, ServerConnection) {
+fn handshake(
+    client: &LocalIdentity,
+    server: &LocalIdentity,
+) -> (ClientConnection, ServerConnection) {
     let name = SpiffeId::parse(SERVER)
         .expect("SPIFFE id")
         .server_name()

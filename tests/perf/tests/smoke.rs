@@ -46,7 +46,12 @@ fn every_contender_produces_figures() {
         "the benchmark builds network namespaces and iptables rules: run it as root"
     );
     let bins = bin_dir();
-    for bin in ["weft-proxy", "weft-testbed", "weft-discovery", "weft-identity"] {
+    for bin in [
+        "weft-proxy",
+        "weft-testbed",
+        "weft-discovery",
+        "weft-identity",
+    ] {
         assert!(
             bins.join(bin).is_file(),
             "{} is missing: build the workspace binaries first (cargo build --workspace --bins)",

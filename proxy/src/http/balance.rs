@@ -66,6 +66,22 @@ fn choose(
     config: BreakerConfig,
     failed: &[SocketAddr],
 ) -> Choice {
+    // The common case, a first attempt while no endpoint is ejected: every endpoint may take
+    // it, so pick among all of them and look up only the chosen one's breaker (no per-request
+    // vectors, one map lookup instead of one per endpoint).
+    if failed.is_empty()
+        && upstream.breakers.all_closed()
+        && let Some(endpoint) = balance::pick_endpoint(service)
+    {
+        let endpoints = &service.endpoints;
+        let breaker = upstream.breakers.one(
+            endpoint.addr,
+            endpoints.len(),
+            |addr| endpoints.iter().any(|e| e.addr == *addr),
+            config,
+        );
+        return Choice::Endpoint(endpoint.clone(), breaker);
+    }
     let addrs: Vec<SocketAddr> = service.endpoints.iter().map(|e| e.addr).collect();
     let breakers = upstream.breakers.of(&addrs, config);
     let now = Instant::now();

@@ -282,6 +282,45 @@ impl Breakers {
     /// The breakers of `addrs` (the endpoints being balanced over right now), created on first
     /// sight with `config`; breakers of endpoints no longer listed are dropped, which frees
     /// their place under the cap.
+    /// No endpoint of this upstream is ejected or probing, so every breaker lets traffic in.
+    /// (A breaker holds a place under the cap from its ejection until it closes again.)
+    pub fn all_closed(&self) -> bool {
+        self.cap.ejected() == 0
+    }
+
+    /// The breaker of the one endpoint `addr` out of `count` current ones (`is_current` says
+    /// which addresses those are), created on first sight with `config`: the balancer's fast
+    /// path, taken when [`Breakers::all_closed`], looks up only the endpoint it picked.
+    pub fn one(
+        &self,
+        addr: SocketAddr,
+        count: usize,
+        is_current: impl Fn(&SocketAddr) -> bool,
+        config: BreakerConfig,
+    ) -> EndpointBreaker {
+        self.cap.set_endpoints(count);
+        self.cap.set_max_ratio(config.max_ejected_ratio);
+        let mut endpoints = self
+            .endpoints
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let breaker = endpoints
+            .entry(addr)
+            .or_insert_with(|| {
+                EndpointBreaker::new(CircuitBreaker::new(
+                    config,
+                    self.cap.clone(),
+                    self.metrics.clone(),
+                ))
+            })
+            .clone();
+        breaker.set_config(config);
+        if endpoints.len() > count {
+            endpoints.retain(|addr, _| is_current(addr));
+        }
+        breaker
+    }
+
     pub fn of(&self, addrs: &[SocketAddr], config: BreakerConfig) -> Vec<EndpointBreaker> {
         self.cap.set_endpoints(addrs.len());
         self.cap.set_max_ratio(config.max_ejected_ratio);
@@ -353,6 +392,49 @@ mod tests {
             CircuitBreaker::new(config(), cap.clone(), metrics.clone()),
             metrics,
         )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn all_closed_holds_until_an_ejection_and_returns_when_it_closes() {
+        let breakers = Breakers::new(BreakerMetrics::default());
+        let a: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:80".parse().unwrap();
+        let current = |addr: &SocketAddr| *addr == a || *addr == b;
+        assert!(breakers.all_closed());
+        let breaker = breakers.one(a, 2, current, config());
+        for _ in 0..3 {
+            breaker.attempt().record(false);
+        }
+        assert!(!breakers.all_closed(), "a is ejected");
+        // The slow path sees the same breaker: looked up by address, not made anew.
+        let both = breakers.of(&[a, b], config());
+        assert_eq!(both[0].state(), breaker.state());
+        tokio::time::advance(Duration::from_secs(10)).await;
+        assert_eq!(both[0].available(Instant::now()), Ok(true));
+        breaker.attempt().record(true);
+        assert!(breakers.all_closed(), "the probe closed it");
+    }
+
+    #[test]
+    fn the_fast_path_forgets_endpoints_that_are_gone() {
+        let breakers = Breakers::new(BreakerMetrics::default());
+        let addrs: Vec<SocketAddr> = (1..=3)
+            .map(|i| format!("10.0.0.{i}:80").parse().unwrap())
+            .collect();
+        for addr in &addrs {
+            breakers.one(*addr, 3, |a| addrs.contains(a), config());
+        }
+        // Endpoint 3 left; 4 arrived.
+        let now: Vec<SocketAddr> = vec![addrs[0], addrs[1], "10.0.0.4:80".parse().unwrap()];
+        breakers.one(now[2], 3, |a| now.contains(a), config());
+        let known = breakers
+            .endpoints
+            .lock()
+            .unwrap()
+            .keys()
+            .copied()
+            .collect::<std::collections::HashSet<_>>();
+        assert_eq!(known, now.iter().copied().collect());
     }
 
     #[tokio::test(start_paused = true)]

@@ -34,6 +34,7 @@ fn endpoints(n: usize) -> Vec<Endpoint> {
             pod: format!("web-{i}").into(),
             load: Default::default(),
             requests: Default::default(),
+            peer: None,
         })
         .collect()
 }

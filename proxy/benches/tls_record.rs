@@ -150,7 +150,7 @@ fn bench_loopback(c: &mut Criterion, client: &Arc<LocalIdentity>, server: &Arc<L
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let peer = MeshedPeer {
             proxy: listener.local_addr().expect("address"),
-            identity: SpiffeId::parse(SERVER).expect("SPIFFE id"),
+            identity: std::sync::Arc::new(SpiffeId::parse(SERVER).expect("SPIFFE id")),
         };
         let connector = PeerConnector::new(client.clone(), Duration::from_secs(5));
         let server = server.clone();

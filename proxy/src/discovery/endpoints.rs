@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::balance::ewma::PeakEwma;
+use crate::tls::connect::MeshedPeer;
 
 use super::Endpoint;
 use super::metrics::DiscoveryMetrics;
@@ -81,6 +82,12 @@ impl EndpointRegistry {
                     pod: spec.pod.clone(),
                     load,
                     requests: self.metrics.endpoint_requests(service, spec.addr),
+                    peer: MeshedPeer::resolve(
+                        spec.addr,
+                        spec.identity.as_deref(),
+                        spec.meshed,
+                        spec.proxy_port,
+                    ),
                 }
             })
             .collect()

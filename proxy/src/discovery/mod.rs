@@ -20,6 +20,8 @@ use tokio::sync::watch;
 use weft_discovery_api::v1::ServicePolicy;
 
 use crate::balance::ewma::PeakEwma;
+use crate::tls::connect::MeshedPeer;
+use weft_tls::SpiffeIdError;
 
 pub use cache::Discovery;
 
@@ -140,6 +142,9 @@ pub struct Endpoint {
     pub load: Arc<PeakEwma>,
     /// `weft_endpoint_requests_total{upstream, endpoint}`.
     pub requests: Counter,
+    /// How to reach it over mTLS when it is meshed ([`MeshedPeer::resolve`] of the fields
+    /// above), or why its identity is unusable.
+    pub peer: Option<Result<MeshedPeer, SpiffeIdError>>,
 }
 
 /// A backend service of a traffic split and its share.

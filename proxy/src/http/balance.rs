@@ -254,6 +254,7 @@ mod tests {
                     pod: "".into(),
                     load: Default::default(),
                     requests: Default::default(),
+                    peer: None,
                 })
                 .collect(),
             split: vec![],

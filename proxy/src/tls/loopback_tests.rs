@@ -154,7 +154,7 @@ fn client(
 fn peer(server: &Server, identity: &str) -> MeshedPeer {
     MeshedPeer {
         proxy: server.addr,
-        identity: SpiffeId::parse(identity).unwrap(),
+        identity: Arc::new(SpiffeId::parse(identity).unwrap()),
     }
 }
 
@@ -421,7 +421,7 @@ async fn the_client_checks_the_servers_identity_itself() {
     let connector = PeerConnector::new(Arc::new(identity), Duration::from_secs(2));
     let other = MeshedPeer {
         proxy: addr,
-        identity: SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/other").unwrap(),
+        identity: Arc::new(SpiffeId::parse("spiffe://cluster.local/ns/shop/sa/other").unwrap()),
     };
     let err = connector.connect(&other, Transport::Tcp).await.unwrap_err();
     assert!(
@@ -431,7 +431,7 @@ async fn the_client_checks_the_servers_identity_itself() {
     );
     let api = MeshedPeer {
         proxy: addr,
-        identity: SpiffeId::parse(API).unwrap(),
+        identity: Arc::new(SpiffeId::parse(API).unwrap()),
     };
     assert!(connector.connect(&api, Transport::Tcp).await.is_ok());
 }
@@ -447,6 +447,7 @@ fn endpoint(addr: SocketAddr, identity: Option<&str>, meshed: bool, proxy_port: 
         pod: "api-0".into(),
         load: Default::default(),
         requests: Default::default(),
+        peer: MeshedPeer::resolve(addr, identity, meshed, proxy_port),
     }
 }
 

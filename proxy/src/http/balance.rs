@@ -209,7 +209,7 @@ where
             }
             endpoint.requests.inc();
             let mut in_flight = endpoint.load.start();
-            let mut attempt = breaker.attempt();
+            let mut attempt = breaker.attempt(config);
             req.extensions_mut().insert(endpoint);
             let result = inner.call(req).await;
             match &result {

@@ -140,14 +140,15 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let target = self.target;
+        let Some(router) = self.router.as_mut() else {
+            // Inbound: no routing, so no clone of the stack below.
+            req.extensions_mut().insert(target);
+            return Box::pin(self.inner.call(req));
+        };
         // The service polled ready is the one to call; a clone takes its place.
         let inner = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, inner);
-        let target = self.target;
-        let Some(router) = self.router.as_mut() else {
-            req.extensions_mut().insert(target);
-            return Box::pin(inner.call(req));
-        };
         let original = router.original;
         let mut service = router.original_service();
         // Only when the destination is no service: the authority is a hint, never an override.

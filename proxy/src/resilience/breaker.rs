@@ -62,12 +62,18 @@ impl EjectionCap {
     }
 
     pub fn set_max_ratio(&self, max_ratio: f64) {
-        self.max_ratio.store(max_ratio.to_bits(), Ordering::Release);
+        // Called per request: a store only on change keeps the shared cache line clean.
+        let bits = max_ratio.to_bits();
+        if self.max_ratio.load(Ordering::Acquire) != bits {
+            self.max_ratio.store(bits, Ordering::Release);
+        }
     }
 
     /// Discovery changed the number of endpoints.
     pub fn set_endpoints(&self, endpoints: usize) {
-        self.endpoints.store(endpoints, Ordering::Release);
+        if self.endpoints.load(Ordering::Acquire) != endpoints {
+            self.endpoints.store(endpoints, Ordering::Release);
+        }
     }
 
     pub fn ejected(&self) -> usize {
@@ -243,17 +249,18 @@ impl EndpointBreaker {
         lock(&self.shared).available(now)
     }
 
-    pub fn set_config(&self, config: BreakerConfig) {
+    /// A request is sent to the endpoint under `config` (the request's policy, which a Service
+    /// annotation may have changed): its outcome is recorded through the returned guard
+    /// (dropped unrecorded, e.g. abandoned by the per-try timeout, it is a failure). The config
+    /// is only read when an outcome is recorded, so setting it here, under the same lock, is
+    /// early enough.
+    pub fn attempt(&self, config: BreakerConfig) -> Attempt {
         let mut breaker = lock(&self.shared);
         if breaker.config != config {
             breaker.set_config(config);
         }
-    }
-
-    /// A request is sent to the endpoint: its outcome is recorded through the returned guard
-    /// (dropped unrecorded, e.g. abandoned by the per-try timeout, it is a failure).
-    pub fn attempt(&self) -> Attempt {
-        lock(&self.shared).on_send();
+        breaker.on_send();
+        drop(breaker);
         Attempt {
             shared: Some(self.shared.clone()),
         }
@@ -314,7 +321,6 @@ impl Breakers {
                 ))
             })
             .clone();
-        breaker.set_config(config);
         if endpoints.len() > count {
             endpoints.retain(|addr, _| is_current(addr));
         }
@@ -341,7 +347,6 @@ impl Breakers {
                         self.metrics.clone(),
                     ))
                 });
-                breaker.set_config(config);
                 breaker.clone()
             })
             .collect()
@@ -403,7 +408,7 @@ mod tests {
         assert!(breakers.all_closed());
         let breaker = breakers.one(a, 2, current, config());
         for _ in 0..3 {
-            breaker.attempt().record(false);
+            breaker.attempt(config()).record(false);
         }
         assert!(!breakers.all_closed(), "a is ejected");
         // The slow path sees the same breaker: looked up by address, not made anew.
@@ -411,7 +416,7 @@ mod tests {
         assert_eq!(both[0].state(), breaker.state());
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(both[0].available(Instant::now()), Ok(true));
-        breaker.attempt().record(true);
+        breaker.attempt(config()).record(true);
         assert!(breakers.all_closed(), "the probe closed it");
     }
 
@@ -523,7 +528,7 @@ mod tests {
         let endpoint = EndpointBreaker::new(b);
         let other_request = endpoint.clone();
         for _ in 0..3 {
-            endpoint.attempt().record(false);
+            endpoint.attempt(config()).record(false);
         }
         assert!(matches!(other_request.state(), State::Open { .. }));
         let now = Instant::now();
@@ -533,7 +538,7 @@ mod tests {
         );
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(endpoint.available(Instant::now()), Ok(true));
-        let mut probe = endpoint.attempt();
+        let mut probe = endpoint.attempt(config());
         assert_eq!(
             other_request.available(Instant::now()),
             Ok(false),
@@ -581,7 +586,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(endpoint.available(Instant::now()), Ok(true));
         // The per-try timeout gives up on the probe: its attempt is dropped unrecorded.
-        drop(endpoint.attempt());
+        drop(endpoint.attempt(config()));
         assert!(matches!(endpoint.state(), State::Open { .. }));
         assert_eq!(cap.ejected(), 1);
     }

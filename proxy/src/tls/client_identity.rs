@@ -17,7 +17,7 @@ use tracing::warn;
 
 use super::inbound_policy::InboundPolicy;
 use crate::http::endpoint::EndpointError;
-use crate::metrics::tls::TlsMetrics;
+use crate::metrics::tls::{Refusal, TlsMetrics};
 use crate::resilience::rate_limit::ClientIdentity;
 
 /// The request header carrying the caller's SPIFFE id to the app.
@@ -53,6 +53,12 @@ impl<S> Layer<S> for ClientIdentityLayer {
     fn layer(&self, inner: S) -> Self::Service {
         ClientIdentityService {
             inner,
+            // The policy, port and identity are the connection's: one verdict serves every
+            // request on it.
+            verdict: self
+                .caller
+                .as_ref()
+                .map_or(Ok(()), |c| c.policy.check(c.port, c.identity.as_deref())),
             header: self
                 .caller
                 .as_ref()
@@ -68,6 +74,7 @@ pub struct ClientIdentityService<S> {
     inner: S,
     caller: Option<Caller>,
     header: Option<HeaderValue>,
+    verdict: Result<(), Refusal>,
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
@@ -89,7 +96,7 @@ where
         let Some(caller) = &self.caller else {
             return Box::pin(self.inner.call(req));
         };
-        if let Err(reason) = caller.policy.check(caller.port, caller.identity.as_deref()) {
+        if let Err(reason) = self.verdict {
             caller.metrics.refused(reason);
             warn!(
                 peer = %caller.peer,
@@ -121,7 +128,6 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::metrics::tls::Refusal;
     use tower::ServiceExt;
     use weft_settings::{InboundPolicy as Mode, parse_inbound_authz};
 

@@ -3,6 +3,8 @@
 //! (`weft-orig-proto`), and sends the request as HTTP/2; the far side takes both headers off and
 //! gives the app the request in the version and form it was sent in.
 
+use std::net::SocketAddr;
+
 use http::header::{HOST, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Version};
@@ -13,7 +15,9 @@ use crate::http::HttpVersion;
 /// Turns the app's request into the one sent over the h2 transport to app port `port`.
 /// `fallback_authority` names the destination when the request carries none (an HTTP/1 request
 /// without Host).
-pub fn to_transport<B>(mut req: Request<B>, port: u16, fallback_authority: &str) -> Request<B> {
+/// `endpoint` is the authority of last resort, formatted only when the request names none.
+pub fn to_transport<B>(mut req: Request<B>, endpoint: SocketAddr) -> Request<B> {
+    let port = endpoint.port();
     let headers = req.headers_mut();
     headers.insert(DST_PORT.clone(), HeaderValue::from(port));
     headers.remove(&ORIG_PROTO);
@@ -36,7 +40,7 @@ pub fn to_transport<B>(mut req: Request<B>, port: u16, fallback_authority: &str)
                     .get(HOST)
                     .and_then(|h| Authority::try_from(h.as_bytes()).ok())
             })
-            .or_else(|| Authority::try_from(fallback_authority).ok());
+            .or_else(|| Authority::try_from(endpoint.to_string()).ok());
         let mut parts = req.uri().clone().into_parts();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = authority;
@@ -110,7 +114,7 @@ mod tests {
             .header("x-app", "kept")
             .body(())
             .unwrap();
-        let sent = to_transport(req, 8080, "198.18.0.9:8080");
+        let sent = to_transport(req, "198.18.0.9:8080".parse().unwrap());
         assert_eq!(sent.version(), Version::HTTP_2);
         assert_eq!(sent.uri(), "http://orders.shop:8080/orders?id=7");
         assert_eq!(sent.headers()["weft-dst-port"], "8080");
@@ -132,7 +136,7 @@ mod tests {
             .version(Version::HTTP_10)
             .body(())
             .unwrap();
-        let sent = to_transport(req, 80, "198.18.0.9:80");
+        let sent = to_transport(req, "198.18.0.9:80".parse().unwrap());
         assert_eq!(sent.uri(), "http://198.18.0.9:80/");
         let (_, _, back) = from_transport(sent).unwrap();
         assert_eq!(back.version(), Version::HTTP_10);
@@ -146,7 +150,7 @@ mod tests {
             .header("weft-orig-proto", "HTTP/1.1")
             .body(())
             .unwrap();
-        let sent = to_transport(req, 9090, "198.18.0.9:9090");
+        let sent = to_transport(req, "198.18.0.9:9090".parse().unwrap());
         assert!(
             !sent.headers().contains_key("weft-orig-proto"),
             "the app's copy is dropped"

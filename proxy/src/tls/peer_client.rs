@@ -75,7 +75,7 @@ where
         if is_upgrade_request(&req) {
             return self.send_upgrade(peer, endpoint, req).await;
         }
-        let req = to_transport(req, endpoint.port(), &endpoint.to_string());
+        let req = to_transport(req, endpoint);
         let mut conn = self.h2_connection(peer).await?;
         conn.send_request(req)
             .await
@@ -87,6 +87,12 @@ where
 
     async fn h2_connection(&self, peer: &MeshedPeer) -> Result<http2::SendRequest<B>, PeerError> {
         let slot = self.slot(peer);
+        // The common case: the connection is open and nobody is connecting; no await.
+        if let Ok(conn) = slot.try_lock()
+            && let Some(open) = conn.as_ref().filter(|c| !c.is_closed())
+        {
+            return Ok(open.clone());
+        }
         let mut conn = slot.lock().await;
         if let Some(open) = conn.as_ref().filter(|c| !c.is_closed()) {
             return Ok(open.clone());

@@ -10,13 +10,15 @@ use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{Request, Response};
 use tower::{Layer, ServiceExt};
-use weft_proxy::balance::pick_among;
+use weft_proxy::balance::pick;
+use weft_proxy::direction::Direction;
 use weft_proxy::discovery::{Endpoint, Origin, Service};
 use weft_proxy::http::balance::BalanceLayer;
-use weft_proxy::http::endpoint::EndpointError;
-use weft_proxy::http::route::Routed;
+use weft_proxy::http::error::ProxyError;
+use weft_proxy::http::extensions::Routed;
 use weft_proxy::http::{HttpVersion, Target};
-use weft_proxy::metrics::{Direction, Metrics, Upstream};
+use weft_proxy::labels::Upstream;
+use weft_proxy::metrics::Metrics;
 use weft_proxy::resilience::policy::ResiliencePolicy;
 use weft_proxy::resilience::upstream::Upstreams;
 
@@ -45,7 +47,7 @@ fn bench_p2c(c: &mut Criterion) {
         let endpoints = endpoints(n);
         let refs: Vec<&Endpoint> = endpoints.iter().collect();
         group.bench_with_input(BenchmarkId::from_parameter(n), &refs, |b, refs| {
-            b.iter(|| pick_among(black_box(refs)))
+            b.iter(|| pick(black_box(refs)))
         });
     }
     group.finish();
@@ -73,9 +75,8 @@ fn bench_layer(c: &mut Criterion) {
         });
         let upstream = upstreams.get(Upstream::Service(service.name.clone()), None);
         // The endpoint client answers at once: what is left is the balancer's own work.
-        let answer = tower::service_fn(|_req: Request<()>| async {
-            Ok::<_, EndpointError>(Response::new(()))
-        });
+        let answer =
+            tower::service_fn(|_req: Request<()>| async { Ok::<_, ProxyError>(Response::new(())) });
         let balance = BalanceLayer::new(upstream).layer(answer);
         let target = Target {
             addr: service.endpoints[0].addr,

@@ -17,8 +17,9 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use weft_proxy::identity::LocalIdentity;
+use weft_proxy::peer::MeshedPeer;
 use weft_proxy::tls::accept::terminate;
-use weft_proxy::tls::connect::{MeshedPeer, PeerConnector};
+use weft_proxy::tls::connect::PeerConnector;
 use weft_proxy::tls::transport::Transport;
 use weft_tls::rustls::{ClientConnection, ServerConnection};
 use weft_tls::test_ca::TestCa;

@@ -9,25 +9,28 @@ use tower::Layer;
 use tracing::{debug, info, warn};
 
 use crate::detect::{DetectOutcome, Detection, PrefixedIo, Protocol, detect};
+use crate::direction::Direction;
 use crate::discovery::Key;
 use crate::drain::Watch;
 use crate::http::balance;
+use crate::http::client_identity::Caller;
 use crate::http::route::Router;
-use crate::http::stack::{self, StackParts};
+use crate::http::stack;
+use crate::http::stack::StackParts;
 use crate::http::{HttpVersion, Target};
 use crate::idle::{ActivityIo, ConnectionActivity, Expiry, InFlightLayer};
-use crate::metrics::tls::Refusal;
-use crate::metrics::{Direction, PeerTls, Upstream};
+use crate::inbound::termination;
+use crate::inbound_policy::Refusal;
+use crate::labels::{PeerTls, Upstream};
 use crate::observed_io::{ByteCounters, CountedIo};
 use crate::opaque;
 use crate::original_dst::{OriginalDstError, original_dst};
+use crate::peer::MeshedPeer;
+use crate::resilience::kinds::TimeoutKind;
 use crate::resilience::rate_limit::RateLimitLayer;
-use crate::resilience::timeout::TimeoutKind;
 use crate::side::Side;
-use crate::tls::client_identity::Caller;
-use crate::tls::connect::MeshedPeer;
 use crate::tls::transport::{Payload, Transport, TransportHeader};
-use crate::tls::{accept, client_hello, termination};
+use crate::tls::{accept, client_hello};
 
 pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch: Watch) {
     let direction = side.direction;
@@ -252,7 +255,7 @@ pub async fn handle(side: &Side, stream: TcpStream, peer: SocketAddr, mut watch:
             let meshed = endpoint
                 .as_ref()
                 .zip(side.identity.as_ref())
-                .and_then(|(endpoint, _)| MeshedPeer::of(endpoint));
+                .and_then(|(endpoint, _)| endpoint.meshed_peer());
             let result = match meshed {
                 Some(Ok(meshed)) => {
                     forward_mtls(side, &mut io, &meshed, destination, connected).await
@@ -356,7 +359,7 @@ fn refuse_loop(side: &Side, peer: SocketAddr, original: SocketAddr) {
 /// Malformed requests (answered 400/431 by hyper) and header timeouts are the client's doing and
 /// worth an info line; a client going away mid-exchange is routine.
 fn log_http_error(
-    direction: crate::metrics::Direction,
+    direction: crate::direction::Direction,
     peer: SocketAddr,
     destination: SocketAddr,
     err: &hyper::Error,
@@ -371,11 +374,12 @@ fn log_http_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::direction::Direction;
     use crate::drain::Drain;
     use crate::http::HttpServer;
     use crate::http::pool::Pool;
     use crate::loop_guard::LoopGuard;
-    use crate::metrics::{Direction, Metrics};
+    use crate::metrics::Metrics;
     use std::sync::Arc;
     use std::time::Duration;
     use tokio::io::AsyncReadExt;

@@ -6,18 +6,22 @@
 //! together from a `config::ProxyConfig`.
 
 pub mod admin;
+pub mod backoff;
 pub mod balance;
 pub mod config;
 pub mod connect;
 pub mod connection;
 pub mod detect;
+pub mod direction;
 pub mod discovery;
 pub mod drain;
 pub mod http;
 pub mod identity;
 pub mod idle;
 pub mod inbound;
+pub mod inbound_policy;
 pub mod init;
+pub mod labels;
 pub mod listener;
 pub mod log;
 pub mod loop_guard;
@@ -26,6 +30,8 @@ pub mod observed_io;
 pub mod opaque;
 pub mod original_dst;
 pub mod outbound;
+pub mod peer;
+pub mod readiness;
 pub mod resilience;
 pub mod side;
 pub mod sidecar;

@@ -6,18 +6,19 @@ use std::time::Duration;
 use hyper::body::Incoming;
 use weft_settings::PortSet;
 
+use crate::direction::Direction;
 use crate::discovery::Discovery;
 use crate::drain::Drain;
 use crate::http::HttpServer;
+use crate::http::peer_client::PeerClient;
 use crate::http::pool::Pool;
 use crate::identity::LocalIdentity;
+use crate::inbound_policy::InboundPolicy;
 use crate::loop_guard::LoopGuard;
-use crate::metrics::{Direction, Metrics};
+use crate::metrics::Metrics;
 use crate::resilience::rate_limit::RateLimiter;
 use crate::resilience::replay::ReplayBody;
 use crate::resilience::upstream::Upstreams;
-use crate::tls::inbound_policy::InboundPolicy;
-use crate::tls::peer_client::PeerClient;
 
 pub struct Side {
     pub direction: Direction,

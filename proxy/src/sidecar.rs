@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 
-use crate::admin::{Admin, Readiness};
+use crate::admin::Admin;
 use crate::config::ProxyConfig;
 use crate::connection;
 use crate::discovery::Discovery;
@@ -20,6 +20,7 @@ use crate::identity::config::IdentityConfigError;
 use crate::listener::{BindError, accept_loop, bind, bind_ipv6_twin};
 use crate::loop_guard::LoopGuard;
 use crate::metrics::Metrics;
+use crate::readiness::Readiness;
 use crate::side::{Shared, Side};
 use crate::{inbound, outbound};
 use weft_settings::InboundPolicy;

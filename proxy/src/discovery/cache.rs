@@ -14,9 +14,9 @@ use tokio::task::AbortHandle;
 use tracing::debug;
 use weft_discovery_api::v1::ServicePolicy;
 
-use super::endpoints::{EndpointRegistry, EndpointSpec};
-use super::metrics::{DiscoveryMetrics, Fallback};
-use super::{Backend, Key, Origin, Resolution, Service};
+use crate::discovery::endpoints::{EndpointRegistry, EndpointSpec};
+use crate::discovery::{Backend, Key, Origin, Resolution, Service};
+use crate::metrics::discovery::{DiscoveryMetrics, Fallback};
 
 /// A source of resolutions (the discovery service, DNS): feeds one key until the watch is
 /// dropped (its task aborted).

@@ -17,11 +17,11 @@ use weft_discovery_api::v1::discovery_client::DiscoveryClient;
 use weft_discovery_api::v1::watch_update::Update;
 use weft_discovery_api::v1::{self as api, WatchRequest, WatchUpdate};
 
-use super::backoff::Backoff;
-use super::cache::{Feed, Source};
-use super::dns::{Dns, DnsFollower};
-use super::endpoints::EndpointSpec;
-use super::{Key, Origin, Resolution};
+use crate::backoff::Backoff;
+use crate::discovery::cache::{Feed, Source};
+use crate::discovery::dns::{Dns, DnsFollower};
+use crate::discovery::endpoints::EndpointSpec;
+use crate::discovery::{Key, Origin, Resolution};
 
 const BACKOFF_BASE: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);

@@ -15,9 +15,9 @@ use hickory_resolver::config::{LookupIpStrategy, ResolveHosts};
 use hickory_resolver::net::NetError;
 use tracing::{debug, warn};
 
-use super::cache::{Feed, Source};
-use super::endpoints::EndpointSpec;
-use super::{Key, Origin, Resolution};
+use crate::discovery::cache::{Feed, Source};
+use crate::discovery::endpoints::EndpointSpec;
+use crate::discovery::{Key, Origin, Resolution};
 
 const HOSTS_FILE: &str = "/etc/hosts";
 

@@ -8,10 +8,10 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::balance::ewma::PeakEwma;
-use crate::tls::connect::MeshedPeer;
+use crate::peer::MeshedPeer;
 
-use super::Endpoint;
-use super::metrics::DiscoveryMetrics;
+use crate::discovery::Endpoint;
+use crate::metrics::discovery::DiscoveryMetrics;
 
 /// An endpoint as a source describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,12 +4,10 @@
 //! forward to the original destination untouched). Resolutions are watched lazily and cached
 //! ([`cache`]); the sources are the discovery service ([`client`]) and DNS ([`dns`]).
 
-pub mod backoff;
 pub mod cache;
 pub mod client;
 pub mod dns;
 pub mod endpoints;
-pub mod metrics;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -20,7 +18,10 @@ use tokio::sync::watch;
 use weft_discovery_api::v1::ServicePolicy;
 
 use crate::balance::ewma::PeakEwma;
-use crate::tls::connect::MeshedPeer;
+use crate::balance::p2c;
+use crate::peer::MeshedPeer;
+use crate::tls::PeerError;
+use std::time::Instant;
 use weft_tls::SpiffeIdError;
 
 pub use cache::Discovery;
@@ -145,6 +146,27 @@ pub struct Endpoint {
     /// How to reach it over mTLS when it is meshed ([`MeshedPeer::resolve`] of the fields
     /// above), or why its identity is unusable.
     pub peer: Option<Result<MeshedPeer, SpiffeIdError>>,
+}
+
+impl Endpoint {
+    /// The peer to reach this endpoint through, when it is meshed. An identity that is not a
+    /// valid SPIFFE id makes the endpoint unusable for mTLS (and is logged), never silently
+    /// plaintext.
+    pub fn meshed_peer(&self) -> Option<Result<MeshedPeer, PeerError>> {
+        let peer = self.peer.as_ref()?;
+        Some(peer.clone().map_err(|source| PeerError::BadIdentity {
+            endpoint: self.addr,
+            identity: self.identity.as_deref().unwrap_or_default().to_owned(),
+            source,
+        }))
+    }
+}
+
+impl p2c::Load for Endpoint {
+    fn cost(&self, now: Instant) -> f64 {
+        // A weight-2 endpoint looks half as loaded, so it is chosen about twice as often.
+        self.load.cost(now) / f64::from(self.weight.max(1))
+    }
 }
 
 /// A backend service of a traffic split and its share.

@@ -19,14 +19,14 @@ use http::{Request, Response};
 use tokio::time::Instant;
 use tower::{Layer, Service};
 
-use super::error_response::WEFT_ERROR;
-use super::route::Routed;
-use super::target::Target;
 use crate::balance;
 use crate::discovery::{Endpoint, Service as LogicalService};
+use crate::http::error_response::WEFT_ERROR;
+use crate::http::extensions::Routed;
+use crate::http::extensions::{AttemptedEndpoint, FailedEndpoints};
+use crate::http::target::Target;
 use crate::resilience::breaker::{BreakerConfig, EndpointBreaker};
 use crate::resilience::error::ResilienceError;
-use crate::resilience::retry::{AttemptedEndpoint, FailedEndpoints};
 use crate::resilience::upstream::UpstreamState;
 
 /// How long a request waits for an endpoint its breaker lets in before it fails with 503
@@ -49,7 +49,8 @@ fn backend(service: &Arc<LogicalService>) -> Arc<LogicalService> {
 
 /// The endpoint for one connection to `service` (opaque TCP: no breakers, no retries).
 pub fn pick(service: &Arc<LogicalService>) -> Option<Endpoint> {
-    balance::pick_endpoint(&backend(service)).cloned()
+    let service = backend(service);
+    balance::pick(&service.endpoints).and_then(|i| service.endpoints.get(i).cloned())
 }
 
 /// What the balancer found for one attempt.
@@ -71,7 +72,8 @@ fn choose(
     // vectors, one map lookup instead of one per endpoint).
     if failed.is_empty()
         && upstream.breakers.all_closed()
-        && let Some(endpoint) = balance::pick_endpoint(service)
+        && let Some(endpoint) =
+            balance::pick(&service.endpoints).and_then(|i| service.endpoints.get(i))
     {
         let endpoints = &service.endpoints;
         let breaker = upstream.breakers.one(
@@ -102,7 +104,7 @@ fn choose(
     // Only endpoints the request failed on are left: better one of them than none.
     let candidates = if fresh.is_empty() { allowed } else { fresh };
     let loads: Vec<&Endpoint> = candidates.iter().map(|(e, _)| *e).collect();
-    match balance::pick_among(&loads) {
+    match balance::pick(&loads) {
         Some(i) => Choice::Endpoint(candidates[i].0.clone(), candidates[i].1.clone()),
         None => Choice::Unavailable(reopens),
     }
@@ -229,7 +231,7 @@ where
 mod tests {
     use super::*;
     use crate::discovery::Origin;
-    use crate::http::endpoint::EndpointError;
+    use crate::http::error::ProxyError;
     use crate::http::target::HttpVersion;
     use crate::resilience::policy::PolicyOverrides;
     use crate::resilience::upstream::tests::upstream_with;
@@ -271,7 +273,7 @@ mod tests {
     ) -> impl Service<
         Request<()>,
         Response = Response<()>,
-        Error = EndpointError,
+        Error = ProxyError,
         Future = impl Send + 'static,
     > + Clone
     + Send
@@ -287,7 +289,7 @@ mod tests {
                 if fail {
                     *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 }
-                Ok::<_, EndpointError>(resp)
+                Ok::<_, ProxyError>(resp)
             }
         })
     }

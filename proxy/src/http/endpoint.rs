@@ -2,117 +2,25 @@
 //! pooled upstream connection.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 use tower::Service;
 
-use super::pool::Pool;
-use super::target::Target;
-use crate::connect::ConnectError;
 use crate::discovery::Endpoint;
-use crate::metrics::PeerTls;
-use crate::metrics::tls::Refusal;
-use crate::resilience::error::{ResilienceError, grpc_code};
-use crate::resilience::retry::ServedBy;
-use crate::tls::PeerError;
-use crate::tls::connect::MeshedPeer;
-use crate::tls::peer_client::PeerClient;
+use crate::http::error::ProxyError;
+use crate::http::extensions::ServedBy;
+use crate::http::peer_client::PeerClient;
+use crate::http::pool::Pool;
+use crate::http::target::Target;
+use crate::labels::PeerTls;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum EndpointError {
-    #[error("the request has no target (the route layer did not run)")]
-    NoTarget,
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    #[error("HTTP handshake with {addr} failed: {source}")]
-    Handshake {
-        addr: SocketAddr,
-        #[source]
-        source: hyper::Error,
-    },
-    #[error("request to {addr} failed: {source}")]
-    Request {
-        addr: SocketAddr,
-        #[source]
-        source: hyper::Error,
-    },
-    /// The proxy's own answer: a timeout, overload, no endpoints, a rate limit.
-    #[error(transparent)]
-    Resilience(#[from] ResilienceError),
-    /// The inbound policy refused the caller (WEFT_INBOUND_POLICY / WEFT_INBOUND_AUTHZ).
-    #[error("the inbound policy refuses this caller on port {port}: {}", .reason.as_str())]
-    Refused { reason: Refusal, port: u16 },
-    /// Setting up mTLS to the peer proxy failed.
-    #[error(transparent)]
-    Peer(PeerError),
-}
-
-impl From<PeerError> for EndpointError {
-    /// TCP and HTTP failures keep their plain-connection variants, so retries judge them alike.
-    fn from(err: PeerError) -> Self {
-        match err {
-            PeerError::Connect(err) => EndpointError::Connect(err),
-            PeerError::HttpHandshake { peer, source } => {
-                EndpointError::Handshake { addr: peer, source }
-            }
-            PeerError::Request { peer, source } => EndpointError::Request { addr: peer, source },
-            other => EndpointError::Peer(other),
-        }
-    }
-}
-
-impl EndpointError {
-    /// The status the client gets instead of an upstream response.
-    pub fn status(&self) -> StatusCode {
-        match self {
-            EndpointError::NoTarget => StatusCode::INTERNAL_SERVER_ERROR,
-            EndpointError::Connect(ConnectError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
-            EndpointError::Request { source, .. } if source.is_timeout() => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
-            EndpointError::Resilience(err) => err.status(),
-            EndpointError::Refused { .. } => StatusCode::FORBIDDEN,
-            EndpointError::Peer(err) => err.status(),
-            _ => StatusCode::BAD_GATEWAY,
-        }
-    }
-
-    /// The `grpc-status` a gRPC client gets instead: the proxy's own timeouts are
-    /// DEADLINE_EXCEEDED; failing to reach the upstream is UNAVAILABLE, as gRPC maps 502-504.
-    pub fn grpc_code(&self) -> u32 {
-        match self {
-            EndpointError::Resilience(err) => err.grpc_code(),
-            EndpointError::NoTarget => 13,      // INTERNAL
-            EndpointError::Refused { .. } => 7, // PERMISSION_DENIED
-            _ => grpc_code::UNAVAILABLE,
-        }
-    }
-
-    /// A few words for the `weft-error` header.
-    pub fn short_cause(&self) -> &'static str {
-        match self {
-            EndpointError::NoTarget => "no route",
-            EndpointError::Connect(err) => err.short_cause(),
-            EndpointError::Handshake { .. } => "upstream handshake failed",
-            EndpointError::Request { .. } => "upstream connection failed",
-            EndpointError::Resilience(err) => err.short_cause(),
-            EndpointError::Refused { reason, .. } => match reason {
-                Refusal::Plaintext | Refusal::Handshake => "forbidden: mTLS required",
-                Refusal::Unauthorized => "forbidden: client identity not authorized",
-            },
-            EndpointError::Peer(err) => err.short_cause(),
-        }
-    }
-}
 
 /// Sends to the request's target: over mTLS through the peer proxy when the target is a meshed
 /// endpoint and this proxy has an identity, else directly over the pool.
@@ -142,8 +50,8 @@ where
     B::Error: Into<BoxError>,
 {
     type Response = Response<Incoming>;
-    type Error = EndpointError;
-    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, EndpointError>> + Send>>;
+    type Error = ProxyError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Incoming>, ProxyError>> + Send>>;
 
     fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         Poll::Ready(Ok(()))
@@ -157,11 +65,11 @@ where
                 .extensions()
                 .get::<Target>()
                 .copied()
-                .ok_or(EndpointError::NoTarget)?;
+                .ok_or(ProxyError::NoTarget)?;
             // A meshed endpoint (the balancer attached it) is reached through its proxy.
             let endpoint = req.extensions().get::<Endpoint>();
             let meshed = match &peers {
-                Some(_) => endpoint.and_then(MeshedPeer::of).transpose()?,
+                Some(_) => endpoint.and_then(Endpoint::meshed_peer).transpose()?,
                 None => None,
             };
             // The identity discovery promised, which the handshake verified; an Arc clone, so
@@ -190,7 +98,9 @@ where
 mod tests {
     use super::*;
     use crate::http::target::HttpVersion;
+    use http::StatusCode;
     use http_body_util::{BodyExt, Full};
+    use std::net::SocketAddr;
     use std::time::Duration;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
@@ -324,6 +234,6 @@ mod tests {
             .oneshot(Request::new(Full::new(Bytes::new())))
             .await
             .unwrap_err();
-        assert!(matches!(err, EndpointError::NoTarget));
+        assert!(matches!(err, ProxyError::NoTarget));
     }
 }

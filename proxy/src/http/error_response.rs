@@ -17,9 +17,9 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 use tracing::warn;
 
-use super::endpoint::EndpointError;
-use super::target::Target;
-use crate::resilience::retry::is_grpc;
+use crate::http::error::ProxyError;
+use crate::http::grpc::is_grpc;
+use crate::http::target::Target;
 
 /// The body of every proxied response: the upstream's, or the proxy's own.
 pub type ProxyBody<B> = Either<B, Full<Bytes>>;
@@ -28,7 +28,7 @@ pub static WEFT_ERROR: HeaderName = HeaderName::from_static("weft-error");
 static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 static GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
-pub fn error_response<B>(err: &EndpointError, grpc: bool) -> Response<ProxyBody<B>> {
+pub fn error_response<B>(err: &ProxyError, grpc: bool) -> Response<ProxyBody<B>> {
     let cause = err.short_cause();
     if grpc {
         let mut resp = Response::new(Either::Right(Full::new(Bytes::new())));
@@ -69,7 +69,7 @@ pub struct ErrorResponse<S> {
 
 impl<S, B, RB> Service<Request<B>> for ErrorResponse<S>
 where
-    S: Service<Request<B>, Response = Response<RB>, Error = EndpointError>,
+    S: Service<Request<B>, Response = Response<RB>, Error = ProxyError>,
 {
     type Response = Response<ProxyBody<RB>>;
     type Error = Infallible;
@@ -105,7 +105,7 @@ pin_project! {
 
 impl<F, RB> Future for ErrorResponseFuture<F>
 where
-    F: Future<Output = Result<Response<RB>, EndpointError>>,
+    F: Future<Output = Result<Response<RB>, ProxyError>>,
 {
     type Output = Result<Response<ProxyBody<RB>>, Infallible>;
 
@@ -148,7 +148,7 @@ mod tests {
     #[tokio::test]
     async fn connect_timeout_is_504() {
         let inner = tower::service_fn(|_req: Request<()>| async {
-            Err::<Response<()>, _>(EndpointError::Connect(ConnectError::Timeout {
+            Err::<Response<()>, _>(ProxyError::Connect(ConnectError::Timeout {
                 addr: "127.0.0.2:81".parse().unwrap(),
                 after: Duration::from_secs(1),
             }))
@@ -165,7 +165,7 @@ mod tests {
     #[tokio::test]
     async fn refused_is_502() {
         let inner = tower::service_fn(|_req: Request<()>| async {
-            Err::<Response<()>, _>(EndpointError::Connect(ConnectError::Failed {
+            Err::<Response<()>, _>(ProxyError::Connect(ConnectError::Failed {
                 addr: "127.0.0.2:81".parse().unwrap(),
                 source: std::io::ErrorKind::ConnectionRefused.into(),
             }))
@@ -183,7 +183,7 @@ mod tests {
     async fn grpc_requests_get_a_grpc_status() {
         use crate::resilience::error::ResilienceError;
         let inner = tower::service_fn(|_req: Request<()>| async {
-            Err::<Response<()>, _>(EndpointError::Resilience(ResilienceError::RequestTimeout {
+            Err::<Response<()>, _>(ProxyError::Resilience(ResilienceError::RequestTimeout {
                 after: Duration::from_secs(1),
             }))
         });
@@ -202,7 +202,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_upstream_is_unavailable_to_grpc() {
         let inner = tower::service_fn(|_req: Request<()>| async {
-            Err::<Response<()>, _>(EndpointError::Connect(ConnectError::Failed {
+            Err::<Response<()>, _>(ProxyError::Connect(ConnectError::Failed {
                 addr: "127.0.0.2:81".parse().unwrap(),
                 source: std::io::ErrorKind::ConnectionRefused.into(),
             }))
@@ -217,7 +217,7 @@ mod tests {
     #[tokio::test]
     async fn success_passes_the_upstream_body() {
         let inner = tower::service_fn(|_req: Request<()>| async {
-            Ok::<_, EndpointError>(Response::new("upstream"))
+            Ok::<_, ProxyError>(Response::new("upstream"))
         });
         let resp = ErrorResponseLayer
             .layer(inner)

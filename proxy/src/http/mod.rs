@@ -2,9 +2,15 @@
 //! upstream connections.
 
 pub mod balance;
+pub mod client_identity;
 pub mod endpoint;
+pub mod error;
 pub mod error_response;
+pub mod extensions;
+pub mod grpc;
 pub mod hop_by_hop;
+pub mod mesh_encoding;
+pub mod peer_client;
 pub mod pool;
 pub mod request_metrics;
 pub mod route;

@@ -16,11 +16,11 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::debug;
 
-use super::endpoint::EndpointError;
-use super::hop_by_hop::is_upgrade_request;
-use super::target::{HttpVersion, Target};
 use crate::connect::connect;
-use crate::resilience::limits::{ConnectionSlot, ConnectionSlots};
+use crate::http::error::ProxyError;
+use crate::http::hop_by_hop::is_upgrade_request;
+use crate::http::target::{HttpVersion, Target};
+use crate::resilience::connection_slots::{ConnectionSlot, ConnectionSlots};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -108,7 +108,7 @@ where
         &self,
         target: Target,
         req: Request<B>,
-    ) -> Result<Response<Incoming>, EndpointError> {
+    ) -> Result<Response<Incoming>, ProxyError> {
         match target.version {
             HttpVersion::Http1 => self.send_h1(target.addr, req).await,
             HttpVersion::Http2 => self.send_h2(target.addr, req).await,
@@ -119,7 +119,7 @@ where
         &self,
         addr: SocketAddr,
         mut req: Request<B>,
-    ) -> Result<Response<Incoming>, EndpointError> {
+    ) -> Result<Response<Incoming>, ProxyError> {
         // An upgraded connection is consumed by the tunnel; it never returns to the pool.
         let reusable = !is_upgrade_request(&req);
         if let Some(mut conn) = self.checkout_h1(addr) {
@@ -134,7 +134,7 @@ where
                     // The pooled connection closed before taking the request: use a fresh one.
                     Some(unsent) => req = unsent,
                     None => {
-                        return Err(EndpointError::Request {
+                        return Err(ProxyError::Request {
                             addr,
                             source: err.into_error(),
                         });
@@ -147,7 +147,7 @@ where
         let resp = conn
             .send_request(req)
             .await
-            .map_err(|source| EndpointError::Request { addr, source })?;
+            .map_err(|source| ProxyError::Request { addr, source })?;
         if reusable {
             self.checkin_h1(addr, conn);
         }
@@ -158,7 +158,7 @@ where
         &self,
         addr: SocketAddr,
         req: Request<B>,
-    ) -> Result<Response<Incoming>, EndpointError> {
+    ) -> Result<Response<Incoming>, ProxyError> {
         let mut conn = match self.cached_h2(addr) {
             Some(conn) => conn,
             None => {
@@ -170,7 +170,7 @@ where
         };
         conn.send_request(req)
             .await
-            .map_err(|source| EndpointError::Request { addr, source })
+            .map_err(|source| ProxyError::Request { addr, source })
     }
 
     /// A connection ready for a request. Busy ones (still streaming a response body) stay in the
@@ -218,13 +218,13 @@ where
         &self,
         addr: SocketAddr,
         slot: Option<ConnectionSlot>,
-    ) -> Result<http1::SendRequest<B>, EndpointError> {
+    ) -> Result<http1::SendRequest<B>, ProxyError> {
         let stream = connect(addr, self.connect_timeout).await?;
         let (sender, conn) = self
             .h1_builder
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| EndpointError::Handshake { addr, source })?;
+            .map_err(|source| ProxyError::Handshake { addr, source })?;
         tokio::spawn(async move {
             // The connection counts against its upstream's limit for as long as it is open.
             let _slot = slot;
@@ -239,13 +239,13 @@ where
         &self,
         addr: SocketAddr,
         slot: Option<ConnectionSlot>,
-    ) -> Result<http2::SendRequest<B>, EndpointError> {
+    ) -> Result<http2::SendRequest<B>, ProxyError> {
         let stream = connect(addr, self.connect_timeout).await?;
         let (sender, conn) = self
             .h2_builder
             .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| EndpointError::Handshake { addr, source })?;
+            .map_err(|source| ProxyError::Handshake { addr, source })?;
         tokio::spawn(async move {
             let _slot = slot;
             if let Err(err) = conn.await {
@@ -280,7 +280,7 @@ where
 }
 
 /// A place under the upstream's connection limit, when the request carries one.
-fn connection_slot<B>(req: &Request<B>) -> Result<Option<ConnectionSlot>, EndpointError> {
+fn connection_slot<B>(req: &Request<B>) -> Result<Option<ConnectionSlot>, ProxyError> {
     match req.extensions().get::<Arc<ConnectionSlots>>() {
         Some(slots) => Ok(Some(slots.try_open()?)),
         None => Ok(None),

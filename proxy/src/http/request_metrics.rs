@@ -12,7 +12,8 @@ use http::{Request, Response};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 
-use crate::metrics::{HttpMetrics, PeerTls};
+use crate::labels::PeerTls;
+use crate::metrics::HttpMetrics;
 
 #[derive(Clone, Debug)]
 pub struct RequestMetricsLayer {
@@ -97,7 +98,8 @@ where
 mod tests {
     use super::*;
     use crate::detect::Protocol;
-    use crate::metrics::{Metrics, Upstream};
+    use crate::labels::Upstream;
+    use crate::metrics::Metrics;
     use std::convert::Infallible;
     use tower::ServiceExt;
 

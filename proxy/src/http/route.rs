@@ -19,8 +19,9 @@ use http::{Request, Response};
 use tokio::sync::watch;
 use tower::{Layer, Service};
 
-use super::target::Target;
 use crate::discovery::{Discovery, Key, Origin, Resolution, Service as LogicalService};
+use crate::http::extensions::Routed;
+use crate::http::target::Target;
 
 /// Discovery's view of one connection: its original destination's resolution (followed as it
 /// changes) and that of the last authority its requests named.
@@ -87,10 +88,6 @@ fn usable(resolution: &Resolution, original: SocketAddr) -> Option<Arc<LogicalSe
     let trusted = service.origin == Origin::Discovery || service.has_endpoint(original);
     (trusted && !service.endpoints.is_empty()).then(|| service.clone())
 }
-
-/// The logical service a request was routed to (a request extension, read by the balancer).
-#[derive(Clone, Debug)]
-pub struct Routed(pub Arc<LogicalService>);
 
 #[derive(Clone)]
 pub struct RouteLayer {
@@ -185,9 +182,9 @@ mod tests {
     use super::*;
     use crate::discovery::cache::{CacheConfig, Feed, Source};
     use crate::discovery::endpoints::EndpointSpec;
-    use crate::discovery::metrics::DiscoveryMetrics;
-    use crate::http::endpoint::EndpointError;
+    use crate::http::error::ProxyError;
     use crate::http::target::HttpVersion;
+    use crate::metrics::discovery::DiscoveryMetrics;
     use crate::resilience::upstream::tests::upstream_with;
     use std::collections::HashMap;
     use tower::ServiceExt;
@@ -244,13 +241,13 @@ mod tests {
     fn echo_target() -> impl Service<
         Request<()>,
         Response = Response<Option<Target>>,
-        Error = EndpointError,
+        Error = ProxyError,
         Future = impl Send,
     > + Clone
     + Send
     + 'static {
         tower::service_fn(|req: Request<()>| async move {
-            Ok::<_, EndpointError>(Response::new(req.extensions().get::<Target>().copied()))
+            Ok::<_, ProxyError>(Response::new(req.extensions().get::<Target>().copied()))
         })
     }
 

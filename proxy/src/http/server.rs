@@ -11,8 +11,8 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::target::HttpVersion;
 use crate::drain::Watch;
+use crate::http::target::HttpVersion;
 use crate::idle::{ConnectionActivity, Expiry};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -12,8 +12,8 @@ use pin_project_lite::pin_project;
 use tower::{Layer, Service};
 use tracing::debug;
 
-use super::hop_by_hop::{is_upgrade_request, is_upgrade_response};
 use crate::drain::{Drain, Watch};
+use crate::http::hop_by_hop::{is_upgrade_request, is_upgrade_response};
 
 #[derive(Clone, Debug)]
 pub struct UpgradeLayer {

@@ -12,7 +12,7 @@ use weft_identity_api::v1::identity_client::IdentityClient;
 use weft_tls::SpiffeId;
 use weft_tls::rustls::pki_types::CertificateDer;
 
-use super::config::IdentitySettings;
+use crate::identity::config::IdentitySettings;
 
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 

@@ -17,8 +17,8 @@ use weft_tls::{
     CertificateSlot, ClientAuthentication, SpiffeId, TlsError, TrustAnchors, WorkloadKey,
 };
 
-use crate::admin::Readiness;
 use crate::metrics::identity::IdentityMetrics;
+use crate::readiness::Readiness;
 use crate::tls::transport::Transport;
 use certify::GrpcCertifier;
 use config::IdentitySettings;

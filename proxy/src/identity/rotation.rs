@@ -11,9 +11,9 @@ use rand::{Rng, SeedableRng};
 use tracing::{error, info, warn};
 use weft_tls::{CertificateSlot, SpiffeId, WorkloadKey};
 
-use super::certify::{Certifier, CertifyError};
-use crate::admin::ReadyCondition;
+use crate::identity::certify::{Certifier, CertifyError};
 use crate::metrics::identity::IdentityMetrics;
+use crate::readiness::ReadyCondition;
 
 /// Renew when this share of the certificate's remaining life has passed.
 const RENEW_AT: f64 = 0.7;
@@ -128,9 +128,9 @@ impl Rotation {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::admin::Readiness;
     use crate::identity::certify::BoxFuture;
     use crate::identity::test_ca::TestCa;
+    use crate::readiness::Readiness;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use weft_tls::rustls::pki_types::CertificateDer;

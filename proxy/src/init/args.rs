@@ -2,7 +2,7 @@
 
 use weft_settings::{Cidr, PortSet, parse_cidrs, parse_ports};
 
-use super::backend::Backend;
+use crate::init::backend::Backend;
 
 /// Flags of `weft-proxy init`.
 #[derive(clap::Args, Debug, Clone)]

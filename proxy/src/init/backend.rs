@@ -7,9 +7,9 @@
 
 use std::fmt;
 
-use super::error::InitError;
-use super::family::Family;
-use super::save::SavedRules;
+use crate::init::error::InitError;
+use crate::init::family::Family;
+use crate::init::save::SavedRules;
 
 /// Which iptables implementation programs the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use super::backend::Backend;
-use super::family::Family;
-use super::render::{INBOUND_CHAIN, OUTBOUND_CHAIN};
+use crate::init::backend::Backend;
+use crate::init::family::Family;
+use crate::init::render::{INBOUND_CHAIN, OUTBOUND_CHAIN};
 
 /// The result of `weft-proxy init`; `Display` prints it for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,9 @@
 
 use std::fmt::Write;
 
-use super::args::InitArgs;
-use super::family::Family;
-use super::save::NatState;
+use crate::init::args::InitArgs;
+use crate::init::family::Family;
+use crate::init::save::NatState;
 
 /// Weft's inbound chain, jumped to from PREROUTING.
 pub const INBOUND_CHAIN: &str = "WEFT_PREROUTING";

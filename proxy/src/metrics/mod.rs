@@ -6,8 +6,6 @@ use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use std::sync::Arc;
-
 use prometheus_client::encoding::{
     EncodeLabel, EncodeLabelSet, EncodeLabelValue, LabelSetEncoder, LabelValueEncoder,
 };
@@ -18,44 +16,20 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::detect::{DetectOutcome, Protocol};
-use crate::discovery::metrics::DiscoveryMetrics;
+use crate::metrics::discovery::DiscoveryMetrics;
 
+pub mod discovery;
 pub mod identity;
 pub mod prometheus_text;
 pub mod resilience;
 pub mod tls;
 
+use crate::direction::Direction;
+use crate::labels::PeerTls;
+use crate::labels::Upstream;
 use identity::IdentityMetrics;
 use resilience::ResilienceMetrics;
 use tls::TlsMetrics;
-
-/// Which side of the pod a connection belongs to.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-pub enum Direction {
-    Inbound,
-    Outbound,
-}
-
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::Inbound => "inbound",
-            Direction::Outbound => "outbound",
-        }
-    }
-}
-
-impl std::fmt::Display for Direction {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl EncodeLabelValue for Direction {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
-        encoder.write_str(self.as_str())
-    }
-}
 
 impl EncodeLabelValue for Protocol {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
@@ -69,24 +43,6 @@ impl EncodeLabelValue for DetectOutcome {
     }
 }
 
-/// An upstream as a label value: the logical service ("name.namespace:port") when discovery
-/// knows it, else the address ("ip:port"). Cheap to clone, so building a label set does not
-/// allocate.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub enum Upstream {
-    Addr(SocketAddr),
-    Service(std::sync::Arc<str>),
-}
-
-impl EncodeLabelValue for Upstream {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
-        match self {
-            Upstream::Addr(addr) => write!(encoder, "{addr}"),
-            Upstream::Service(name) => encoder.write_str(name),
-        }
-    }
-}
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ConnLabels {
     direction: Direction,
@@ -96,34 +52,6 @@ struct ConnLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirLabels {
     direction: Direction,
-}
-
-/// How a request crossed between this proxy and the peer on the other side of the mesh hop:
-/// inbound, how the client's connection arrived; outbound, how the endpoint that answered was
-/// reached. Rendered as `tls="true"|"false"` plus the peer's SPIFFE id as `src_identity`
-/// (inbound) or `dst_identity` (outbound) when mutual.
-#[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub enum PeerTls {
-    /// Plaintext, or TLS the proxy passed through without terminating it.
-    Plaintext,
-    /// Mutual TLS terminated or originated by the proxy; the peer workload's SPIFFE id.
-    Mutual(Arc<str>),
-}
-
-impl PeerTls {
-    fn encode(&self, direction: Direction, encoder: &mut LabelSetEncoder) -> std::fmt::Result {
-        match self {
-            PeerTls::Plaintext => ("tls", "false").encode(encoder.encode_label()),
-            PeerTls::Mutual(identity) => {
-                ("tls", "true").encode(encoder.encode_label())?;
-                let key = match direction {
-                    Direction::Inbound => "src_identity",
-                    Direction::Outbound => "dst_identity",
-                };
-                (key, &**identity).encode(encoder.encode_label())
-            }
-        }
-    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]

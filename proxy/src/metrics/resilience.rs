@@ -2,28 +2,16 @@
 //! exhaustion, timeouts, overload rejections, rate limiting. Handles are resolved once per
 //! upstream so the request path only touches atomics.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
-use super::Direction;
+use crate::direction::Direction;
 use crate::resilience::breaker::BreakerMetrics;
-use crate::resilience::limits::Limit;
-use crate::resilience::timeout::TimeoutKind;
-
-impl EncodeLabelValue for TimeoutKind {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
-        std::fmt::Write::write_str(encoder, self.as_str())
-    }
-}
-
-impl EncodeLabelValue for Limit {
-    fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
-        std::fmt::Write::write_str(encoder, self.as_str())
-    }
-}
+use crate::resilience::kinds::Limit;
+use crate::resilience::kinds::TimeoutKind;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {

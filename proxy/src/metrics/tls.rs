@@ -6,7 +6,8 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use super::Direction;
+use crate::direction::Direction;
+use crate::inbound_policy::Refusal;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TransportLabels {
@@ -22,27 +23,6 @@ struct DirLabels {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
-}
-
-/// Why the inbound side refused a connection or request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// Plaintext (or TLS not for this proxy) under the strict policy, or on a port with rules.
-    Plaintext,
-    /// mTLS whose client identity no rule of the port allows.
-    Unauthorized,
-    /// A TLS handshake for this proxy that failed (foreign CA, expired, no client certificate).
-    Handshake,
-}
-
-impl Refusal {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Refusal::Plaintext => "plaintext",
-            Refusal::Unauthorized => "unauthorized",
-            Refusal::Handshake => "handshake",
-        }
-    }
 }
 
 #[derive(Clone, Debug, Default)]

@@ -556,7 +556,7 @@ mod tests {
         let registry = crate::metrics::Metrics::new();
         let metrics = registry
             .resilience
-            .breaker(crate::metrics::Direction::Outbound, "web");
+            .breaker(crate::direction::Direction::Outbound, "web");
         let cap = Arc::new(EjectionCap::new(2, 0.5));
         let mut b = CircuitBreaker::new(config(), cap, metrics);
         let now = Instant::now();

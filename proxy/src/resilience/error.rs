@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-use super::limits::Limit;
+use crate::resilience::kinds::Limit;
 
 /// gRPC status codes the proxy answers with.
 pub mod grpc_code {

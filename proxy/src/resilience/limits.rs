@@ -21,45 +21,13 @@ use pin_project_lite::pin_project;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tower::{Layer, Service, ServiceExt};
 
-use super::error::ResilienceError;
-use super::policy::LimitsPolicy;
-use super::upstream::UpstreamState;
-use crate::http::endpoint::EndpointError;
+use crate::http::error::ProxyError;
 use crate::metrics::resilience::UpstreamMetrics;
-
-/// Which limit refused a request (the `limit` label of `weft_overload_rejected_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Limit {
-    Pending,
-    InFlight,
-    Connections,
-}
-
-impl Limit {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Limit::Pending => "pending",
-            Limit::InFlight => "in_flight",
-            Limit::Connections => "connections",
-        }
-    }
-
-    pub(crate) fn describe(self) -> &'static str {
-        match self {
-            Limit::Pending => "already waiting",
-            Limit::InFlight => "already in flight",
-            Limit::Connections => "in flight on every allowed connection",
-        }
-    }
-
-    pub(crate) fn setting(self) -> &'static str {
-        match self {
-            Limit::Pending => "WEFT_MAX_PENDING / weft.io/max-pending",
-            Limit::InFlight => "WEFT_MAX_IN_FLIGHT / weft.io/max-in-flight",
-            Limit::Connections => "WEFT_MAX_CONNECTIONS / weft.io/max-connections",
-        }
-    }
-}
+use crate::resilience::connection_slots::ConnectionSlots;
+use crate::resilience::error::ResilienceError;
+use crate::resilience::kinds::Limit;
+use crate::resilience::policy::LimitsPolicy;
+use crate::resilience::upstream::UpstreamState;
 
 /// The counters one upstream's requests share.
 #[derive(Debug)]
@@ -91,11 +59,7 @@ impl UpstreamLimits {
             resizing: Mutex::new(()),
             pending: AtomicU32::new(0),
             max_pending: AtomicU32::new(policy.max_pending),
-            connections: Arc::new(ConnectionSlots {
-                open: AtomicU32::new(0),
-                max: AtomicU32::new(policy.max_connections),
-                metrics,
-            }),
+            connections: Arc::new(ConnectionSlots::new(policy.max_connections, metrics)),
         }
     }
 
@@ -104,9 +68,7 @@ impl UpstreamLimits {
     pub fn apply(&self, policy: &LimitsPolicy) {
         self.max_pending
             .store(policy.max_pending, Ordering::Release);
-        self.connections
-            .max
-            .store(policy.max_connections, Ordering::Release);
+        self.connections.set_max(policy.max_connections);
         if self.max_in_flight.load(Ordering::Acquire) == policy.max_in_flight {
             return;
         }
@@ -187,48 +149,6 @@ impl Drop for InFlightSlot {
     }
 }
 
-/// The connections open to one upstream (a request extension, read by the pool).
-#[derive(Debug)]
-pub struct ConnectionSlots {
-    open: AtomicU32,
-    max: AtomicU32,
-    metrics: UpstreamMetrics,
-}
-
-impl ConnectionSlots {
-    /// A place for one more connection, held until the connection ends; counted and refused
-    /// when the upstream already has `max`.
-    pub fn try_open(self: &Arc<Self>) -> Result<ConnectionSlot, ResilienceError> {
-        let max = self.max.load(Ordering::Acquire);
-        self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .map(|_| ConnectionSlot(self.clone()))
-            .map_err(|_| {
-                self.metrics.overloaded(Limit::Connections);
-                ResilienceError::Overloaded {
-                    limit: Limit::Connections,
-                    max,
-                }
-            })
-    }
-
-    pub fn open(&self) -> u32 {
-        self.open.load(Ordering::Acquire)
-    }
-}
-
-/// One open connection's place under `max_connections`.
-#[derive(Debug)]
-pub struct ConnectionSlot(Arc<ConnectionSlots>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
 struct PendingGuard(Arc<UpstreamLimits>);
 
 impl Drop for PendingGuard {
@@ -269,14 +189,14 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B, RB> Service<Request<B>> for ConcurrencyLimit<S>
 where
-    S: Service<Request<B>, Response = Response<RB>, Error = EndpointError> + Clone + Send + 'static,
+    S: Service<Request<B>, Response = Response<RB>, Error = ProxyError> + Clone + Send + 'static,
     S::Future: Send,
     B: Send + 'static,
     RB: Send + 'static,
 {
     type Response = Response<Limited<RB>>;
-    type Error = EndpointError;
-    type Future = BoxFuture<Result<Response<Limited<RB>>, EndpointError>>;
+    type Error = ProxyError;
+    type Future = BoxFuture<Result<Response<Limited<RB>>, ProxyError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -300,7 +220,7 @@ where
                 }
             };
             self.upstream.metrics.overloaded(limit);
-            let err: EndpointError = ResilienceError::Overloaded { limit, max }.into();
+            let err: ProxyError = ResilienceError::Overloaded { limit, max }.into();
             Box::pin(std::future::ready(Err(err))) as Self::Future
         };
         if limits.max_pending.load(Ordering::Acquire) == 0 {
@@ -400,7 +320,7 @@ mod tests {
     ) -> impl Service<
         Request<()>,
         Response = Response<Full<bytes::Bytes>>,
-        Error = EndpointError,
+        Error = ProxyError,
         Future: Send,
     > + Clone
     + Send
@@ -488,7 +408,7 @@ mod tests {
                     .get::<Arc<ConnectionSlots>>()
                     .cloned()
                     .unwrap();
-                Ok::<_, EndpointError>(Response::new(slots))
+                Ok::<_, ProxyError>(Response::new(slots))
             },
         ));
         let slots = svc

@@ -9,7 +9,9 @@
 
 pub mod breaker;
 pub mod budget;
+pub mod connection_slots;
 pub mod error;
+pub mod kinds;
 pub mod limits;
 pub mod policy;
 pub mod rate_limit;

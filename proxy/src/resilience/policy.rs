@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::breaker::BreakerConfig;
+use crate::resilience::breaker::BreakerConfig;
 use http::Method;
 use weft_settings::{GrpcCodeSet, StatusSet, parse_grpc_codes, parse_status_ranges};
 

@@ -17,15 +17,11 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 use weft_settings::Rate;
 
-use super::error::ResilienceError;
-use crate::http::endpoint::EndpointError;
-use crate::metrics::Direction;
+use crate::direction::Direction;
+use crate::http::error::ProxyError;
+use crate::http::extensions::ClientIdentity;
 use crate::metrics::resilience::ResilienceMetrics;
-
-/// The client's workload identity (a SPIFFE id), set on inbound requests when mTLS is
-/// terminated; the per-client limit keys on it when present.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct ClientIdentity(pub Arc<str>);
+use crate::resilience::error::ResilienceError;
 
 /// Per-client buckets kept before full (idle) ones are forgotten.
 const MAX_TRACKED_CLIENTS: usize = 10_000;
@@ -182,10 +178,10 @@ pub struct RateLimit<S> {
 
 impl<S, B> Service<Request<B>> for RateLimit<S>
 where
-    S: Service<Request<B>, Error = EndpointError>,
+    S: Service<Request<B>, Error = ProxyError>,
 {
     type Response = S::Response;
-    type Error = EndpointError;
+    type Error = ProxyError;
     type Future = RateLimitFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -213,16 +209,16 @@ where
 pin_project! {
     #[project = RateLimitProj]
     pub enum RateLimitFuture<F> {
-        Refused { err: Option<EndpointError> },
+        Refused { err: Option<ProxyError> },
         Passed { #[pin] inner: F },
     }
 }
 
 impl<F, R> Future for RateLimitFuture<F>
 where
-    F: Future<Output = Result<R, EndpointError>>,
+    F: Future<Output = Result<R, ProxyError>>,
 {
-    type Output = Result<R, EndpointError>;
+    type Output = Result<R, ProxyError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.project() {
@@ -243,15 +239,15 @@ mod tests {
     use std::time::Duration;
     use tower::ServiceExt;
 
-    fn ok_service() -> impl Service<Request<()>, Response = (), Error = EndpointError> + Clone {
-        tower::service_fn(|_req: Request<()>| async { Ok::<_, EndpointError>(()) })
+    fn ok_service() -> impl Service<Request<()>, Response = (), Error = ProxyError> + Clone {
+        tower::service_fn(|_req: Request<()>| async { Ok::<_, ProxyError>(()) })
     }
 
     fn rate(s: &str) -> Rate {
         weft_settings::parse_rate(s).unwrap()
     }
 
-    async fn passed(layer: &RateLimitLayer, req: Request<()>) -> Result<(), EndpointError> {
+    async fn passed(layer: &RateLimitLayer, req: Request<()>) -> Result<(), ProxyError> {
         layer.layer(ok_service()).oneshot(req).await
     }
 

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 
-use super::stream_idle::StreamProgress;
+use crate::resilience::stream_idle::StreamProgress;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 

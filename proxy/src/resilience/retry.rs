@@ -26,31 +26,21 @@ use rand::{Rng, SeedableRng, rngs::SmallRng};
 use tower::{Layer, Service, ServiceExt};
 use tracing::debug;
 
-use super::error::ResilienceError;
-use super::policy::RetryPolicy;
-use super::replay::{MAX_REPLAY_BYTES, ReplayBody};
-use super::stream_idle::StreamProgress;
-use super::upstream::UpstreamState;
 use crate::connect::ConnectError;
-use crate::http::endpoint::EndpointError;
+use crate::http::error::ProxyError;
+use crate::http::extensions::AttemptedEndpoint;
+use crate::http::extensions::FailedEndpoints;
+use crate::http::extensions::ServedBy;
+use crate::http::grpc::is_grpc;
 use crate::http::hop_by_hop::is_upgrade_request;
+use crate::resilience::error::ResilienceError;
+use crate::resilience::policy::RetryPolicy;
+use crate::resilience::replay::{MAX_REPLAY_BYTES, ReplayBody};
+use crate::resilience::stream_idle::StreamProgress;
+use crate::resilience::upstream::UpstreamState;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
-
-/// Endpoints that earlier attempts of this request failed on (a request extension).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct FailedEndpoints(pub Vec<SocketAddr>);
-
-/// Where the balancer sent one attempt (a request extension the retry layer gives each attempt
-/// and the balancer fills in): how a retry knows which endpoint an attempt that ended without
-/// a response of its own, such as a per-try timeout, failed on.
-#[derive(Clone, Debug, Default)]
-pub struct AttemptedEndpoint(pub Arc<std::sync::OnceLock<SocketAddr>>);
-
-/// The endpoint that produced a response (a response extension set by the endpoint client).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ServedBy(pub SocketAddr);
 
 #[derive(Clone)]
 pub struct RetryLayer {
@@ -82,7 +72,7 @@ pub struct Retry<S> {
 
 impl<S, B, RB> Service<Request<B>> for Retry<S>
 where
-    S: Service<Request<ReplayBody<B>>, Response = Response<RB>, Error = EndpointError>
+    S: Service<Request<ReplayBody<B>>, Response = Response<RB>, Error = ProxyError>
         + Clone
         + Send
         + 'static,
@@ -92,8 +82,8 @@ where
     RB: Send + 'static,
 {
     type Response = Response<RB>;
-    type Error = EndpointError;
-    type Future = BoxFuture<Result<Response<RB>, EndpointError>>;
+    type Error = ProxyError;
+    type Future = BoxFuture<Result<Response<RB>, ProxyError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -193,7 +183,7 @@ fn template_parts(template: &Request<()>) -> http::request::Parts {
 
 /// Why this outcome may be retried, or `None`.
 fn retry_reason<RB>(
-    result: &Result<Response<RB>, EndpointError>,
+    result: &Result<Response<RB>, ProxyError>,
     policy: &RetryPolicy,
     grpc: bool,
     method_allows: bool,
@@ -206,26 +196,26 @@ fn retry_reason<RB>(
             (method_allows && policy.statuses.contains(resp.status().as_u16()))
                 .then_some("response status")
         }
-        Err(EndpointError::Connect(_) | EndpointError::Handshake { .. }) => Some("connect failure"),
-        Err(EndpointError::Request { source, .. }) if is_refused_stream(source) => {
+        Err(ProxyError::Connect(_) | ProxyError::Handshake { .. }) => Some("connect failure"),
+        Err(ProxyError::Request { source, .. }) if is_refused_stream(source) => {
             Some("refused stream")
         }
-        Err(EndpointError::Request { .. }) => method_allows.then_some("connection failure"),
-        Err(EndpointError::Resilience(ResilienceError::PerTryTimeout { .. })) => {
+        Err(ProxyError::Request { .. }) => method_allows.then_some("connection failure"),
+        Err(ProxyError::Resilience(ResilienceError::PerTryTimeout { .. })) => {
             method_allows.then_some("per-try timeout")
         }
         Err(_) => None,
     }
 }
 
-fn endpoint_of<RB>(result: &Result<Response<RB>, EndpointError>) -> Option<SocketAddr> {
+fn endpoint_of<RB>(result: &Result<Response<RB>, ProxyError>) -> Option<SocketAddr> {
     match result {
         Ok(resp) => resp.extensions().get::<ServedBy>().map(|s| s.0),
-        Err(EndpointError::Connect(
+        Err(ProxyError::Connect(
             ConnectError::Timeout { addr, .. } | ConnectError::Failed { addr, .. },
         ))
-        | Err(EndpointError::Handshake { addr, .. })
-        | Err(EndpointError::Request { addr, .. }) => Some(*addr),
+        | Err(ProxyError::Handshake { addr, .. })
+        | Err(ProxyError::Request { addr, .. }) => Some(*addr),
         Err(_) => None,
     }
 }
@@ -247,13 +237,6 @@ pub fn is_idempotent(method: &Method) -> bool {
         *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
     )
-}
-
-pub fn is_grpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("application/grpc"))
 }
 
 fn grpc_status(headers: &HeaderMap) -> Option<u32> {
@@ -297,14 +280,14 @@ mod tests {
     use std::sync::Mutex;
 
     type Seen = Arc<Mutex<Vec<(Vec<u8>, Option<FailedEndpoints>)>>>;
-    type Outcome = Box<dyn Fn() -> Result<Response<Full<Bytes>>, EndpointError> + Send + Sync>;
+    type Outcome = Box<dyn Fn() -> Result<Response<Full<Bytes>>, ProxyError> + Send + Sync>;
 
     /// An upstream that answers attempt i with `outcomes[i]` (the last one repeats) and records
     /// the body and failed endpoints each attempt carried.
     type TestUpstream = tower::util::BoxCloneService<
         Request<ReplayBody<Full<Bytes>>>,
         Response<Full<Bytes>>,
-        EndpointError,
+        ProxyError,
     >;
 
     fn upstream_answering(outcomes: Vec<Outcome>) -> (TestUpstream, Seen) {
@@ -340,7 +323,7 @@ mod tests {
 
     fn refused() -> Outcome {
         Box::new(|| {
-            Err(EndpointError::Connect(ConnectError::Failed {
+            Err(ProxyError::Connect(ConnectError::Failed {
                 addr: "127.0.0.8:80".parse().unwrap(),
                 source: std::io::ErrorKind::ConnectionRefused.into(),
             }))
@@ -394,7 +377,7 @@ mod tests {
                 at.set(format!("10.0.0.{n}:80").parse().unwrap()).unwrap();
             }
             let result = if n == 1 {
-                Err(EndpointError::Resilience(ResilienceError::PerTryTimeout {
+                Err(ProxyError::Resilience(ResilienceError::PerTryTimeout {
                     after: std::time::Duration::from_millis(500),
                 }))
             } else {
@@ -541,7 +524,7 @@ mod tests {
                 *count.lock().unwrap() += 1;
                 let mut resp = Response::new(Full::new(Bytes::new()));
                 *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                Ok::<_, EndpointError>(resp)
+                Ok::<_, ProxyError>(resp)
             }
         });
         static CHUNK: [u8; 32 * 1024] = [7; 32 * 1024];

@@ -15,9 +15,11 @@ use tower::{Layer, Service};
 use weft_discovery_api::v1::{self as proto, ServicePolicy};
 use weft_settings::{GrpcCodeSet, StatusSet, parse_grpc_codes, parse_status_ranges};
 
-use super::policy::{PolicyOverrides, ResiliencePolicy, RouteOverride, ServiceOverrides};
-use super::upstream::UpstreamState;
-use crate::http::route::Routed;
+use crate::http::extensions::Routed;
+use crate::resilience::policy::{
+    PolicyOverrides, ResiliencePolicy, RouteOverride, ServiceOverrides,
+};
+use crate::resilience::upstream::UpstreamState;
 
 impl From<&ServicePolicy> for ServiceOverrides {
     fn from(policy: &ServicePolicy) -> Self {

@@ -22,12 +22,12 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 use tower::{Layer, Service};
 
-use super::error::ResilienceError;
-use super::timeout::TimeoutKind;
-use super::upstream::UpstreamState;
-use crate::http::endpoint::EndpointError;
+use crate::http::error::ProxyError;
 use crate::http::hop_by_hop::is_upgrade_request;
 use crate::metrics::resilience::UpstreamMetrics;
+use crate::resilience::error::ResilienceError;
+use crate::resilience::kinds::TimeoutKind;
+use crate::resilience::upstream::UpstreamState;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -117,10 +117,10 @@ pub struct StreamIdle<S> {
 
 impl<S, B, RB> Service<Request<B>> for StreamIdle<S>
 where
-    S: Service<Request<B>, Response = Response<RB>, Error = EndpointError>,
+    S: Service<Request<B>, Response = Response<RB>, Error = ProxyError>,
 {
     type Response = Response<StreamIdleBody<RB>>;
-    type Error = EndpointError;
+    type Error = ProxyError;
     type Future = StreamIdleFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -155,9 +155,9 @@ pin_project! {
 
 impl<F, RB> Future for StreamIdleFuture<F>
 where
-    F: Future<Output = Result<Response<RB>, EndpointError>>,
+    F: Future<Output = Result<Response<RB>, ProxyError>>,
 {
-    type Output = Result<Response<StreamIdleBody<RB>>, EndpointError>;
+    type Output = Result<Response<StreamIdleBody<RB>>, ProxyError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -298,7 +298,7 @@ mod tests {
     async fn no_response_headers_gives_504_stream_idle_timeout() {
         let (upstream, metrics) = upstream_with(PolicyOverrides::default());
         let hanging = tower::service_fn(|_req: Request<()>| {
-            std::future::pending::<Result<Response<ChannelBody>, EndpointError>>()
+            std::future::pending::<Result<Response<ChannelBody>, ProxyError>>()
         });
         let start = Instant::now();
         let err = StreamIdleLayer::new(AFTER, upstream)
@@ -321,7 +321,7 @@ mod tests {
         let body = std::sync::Mutex::new(Some(body));
         let svc = tower::service_fn(move |_req: Request<()>| {
             let body = body.lock().unwrap().take().unwrap();
-            async move { Ok::<_, EndpointError>(Response::new(body)) }
+            async move { Ok::<_, ProxyError>(Response::new(body)) }
         });
         let resp = StreamIdleLayer::new(AFTER, upstream)
             .layer(svc)
@@ -352,7 +352,7 @@ mod tests {
         let body = std::sync::Mutex::new(Some(body));
         let svc = tower::service_fn(move |_req: Request<()>| {
             let body = body.lock().unwrap().take().unwrap();
-            async move { Ok::<_, EndpointError>(Response::new(body)) }
+            async move { Ok::<_, ProxyError>(Response::new(body)) }
         });
         let resp = StreamIdleLayer::new(AFTER, upstream)
             .layer(svc)
@@ -382,7 +382,7 @@ mod tests {
             let progress = parts.extensions.get::<Arc<StreamProgress>>().unwrap();
             let body = ReplayBody::new(body, 0).with_progress(progress.clone());
             let len = body.collect().await.unwrap().to_bytes().len();
-            Ok::<_, EndpointError>(Response::new(http_body_util::Full::new(Bytes::from(
+            Ok::<_, ProxyError>(Response::new(http_body_util::Full::new(Bytes::from(
                 len.to_string(),
             ))))
         });
@@ -410,7 +410,7 @@ mod tests {
         let (upstream, _metrics) = upstream_with(PolicyOverrides::default());
         let hanging = || {
             tower::service_fn(|_req: Request<()>| {
-                std::future::pending::<Result<Response<ChannelBody>, EndpointError>>()
+                std::future::pending::<Result<Response<ChannelBody>, ProxyError>>()
             })
         };
         let off = StreamIdleLayer::new(Duration::ZERO, upstream.clone())

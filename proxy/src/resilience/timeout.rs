@@ -13,35 +13,10 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 use tower::{Layer, Service};
 
-use super::error::ResilienceError;
-use super::upstream::UpstreamState;
-use crate::http::endpoint::EndpointError;
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TimeoutKind {
-    /// The whole request: `WEFT_TIMEOUT`.
-    Request,
-    /// One attempt: `WEFT_PER_TRY_TIMEOUT`.
-    PerTry,
-    /// An exchange whose bodies stopped moving: `WEFT_STREAM_IDLE_TIMEOUT` (`stream_idle`).
-    StreamIdle,
-    /// A client connection with nothing moving: `WEFT_IDLE_TIMEOUT` (`idle`).
-    Idle,
-    /// An HTTP/1 client too slow to send its request headers: `WEFT_HEADER_READ_TIMEOUT`.
-    HeaderRead,
-}
-
-impl TimeoutKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TimeoutKind::Request => "request",
-            TimeoutKind::PerTry => "per_try",
-            TimeoutKind::StreamIdle => "stream_idle",
-            TimeoutKind::Idle => "idle",
-            TimeoutKind::HeaderRead => "header_read",
-        }
-    }
-}
+use crate::http::error::ProxyError;
+use crate::resilience::error::ResilienceError;
+use crate::resilience::kinds::TimeoutKind;
+use crate::resilience::upstream::UpstreamState;
 
 #[derive(Clone)]
 pub struct TimeoutLayer {
@@ -76,10 +51,10 @@ pub struct Timeout<S> {
 
 impl<S, B, R> Service<Request<B>> for Timeout<S>
 where
-    S: Service<Request<B>, Response = R, Error = EndpointError>,
+    S: Service<Request<B>, Response = R, Error = ProxyError>,
 {
     type Response = R;
-    type Error = EndpointError;
+    type Error = ProxyError;
     type Future = TimeoutFuture<S::Future>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -118,9 +93,9 @@ pin_project! {
 
 impl<F, R> Future for TimeoutFuture<F>
 where
-    F: Future<Output = Result<R, EndpointError>>,
+    F: Future<Output = Result<R, ProxyError>>,
 {
-    type Output = Result<R, EndpointError>;
+    type Output = Result<R, ProxyError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -152,8 +127,8 @@ mod tests {
     use tower::ServiceExt;
 
     fn hanging()
-    -> impl Service<Request<()>, Response = (), Error = EndpointError, Future: Send> + Clone {
-        tower::service_fn(|_req: Request<()>| std::future::pending::<Result<(), EndpointError>>())
+    -> impl Service<Request<()>, Response = (), Error = ProxyError, Future: Send> + Clone {
+        tower::service_fn(|_req: Request<()>| std::future::pending::<Result<(), ProxyError>>())
     }
 
     #[tokio::test(start_paused = true)]
@@ -234,7 +209,7 @@ mod tests {
         });
         let svc = tower::service_fn(|_req: Request<()>| async {
             tokio::time::sleep(Duration::from_millis(499)).await;
-            Ok::<_, EndpointError>(7)
+            Ok::<_, ProxyError>(7)
         });
         let got = TimeoutLayer::new(TimeoutKind::Request, upstream)
             .layer(svc)

@@ -12,13 +12,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use http::Request;
 use weft_discovery_api::v1::ServicePolicy;
 
-use super::breaker::{BreakerMetrics, Breakers};
-use super::budget::RetryBudget;
-use super::limits::UpstreamLimits;
-use super::policy::{LimitsPolicy, ResiliencePolicy, ServiceOverrides};
-use super::service_policy::OverridesCache;
+use crate::direction::Direction;
+use crate::labels::Upstream;
 use crate::metrics::resilience::{ResilienceMetrics, UpstreamMetrics};
-use crate::metrics::{Direction, Upstream};
+use crate::resilience::breaker::{BreakerMetrics, Breakers};
+use crate::resilience::budget::RetryBudget;
+use crate::resilience::limits::UpstreamLimits;
+use crate::resilience::policy::{LimitsPolicy, ResiliencePolicy, ServiceOverrides};
+use crate::resilience::service_policy::OverridesCache;
 
 pub struct UpstreamState {
     /// The client's defaults; a request to a Service carries its own policy on top.

@@ -10,8 +10,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use weft_tls::SpiffeId;
 
-use super::transport::Transport;
 use crate::identity::LocalIdentity;
+use crate::tls::transport::Transport;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AcceptError {

@@ -11,54 +11,11 @@ use http::StatusCode;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
-use weft_tls::{SpiffeId, SpiffeIdError};
 
-use super::transport::Transport;
 use crate::connect::{ConnectError, connect};
-use crate::discovery::Endpoint;
 use crate::identity::LocalIdentity;
-
-/// A meshed endpoint as the outbound side reaches it: its proxy, and who it must be.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct MeshedPeer {
-    /// The peer pod's IP and its proxy's inbound port.
-    pub proxy: SocketAddr,
-    /// Shared: a peer is cloned for every request to it.
-    pub identity: Arc<SpiffeId>,
-}
-
-impl MeshedPeer {
-    /// The peer to reach for an endpoint discovery describes, when it is meshed: it has a proxy
-    /// port and an identity. Derived once per discovery update (kept in
-    /// [`Endpoint::peer`]), not per request.
-    pub fn resolve(
-        addr: SocketAddr,
-        identity: Option<&str>,
-        meshed: bool,
-        proxy_port: u16,
-    ) -> Option<Result<MeshedPeer, SpiffeIdError>> {
-        let identity = identity.filter(|id| !id.is_empty())?;
-        if !meshed || proxy_port == 0 {
-            return None;
-        }
-        let proxy = SocketAddr::new(addr.ip(), proxy_port);
-        Some(SpiffeId::parse(identity).map(|identity| MeshedPeer {
-            proxy,
-            identity: Arc::new(identity),
-        }))
-    }
-
-    /// The peer of a balanced endpoint, when it is meshed. An identity that is not a valid
-    /// SPIFFE id makes the endpoint unusable for mTLS (and is logged), never silently plaintext.
-    pub fn of(endpoint: &Endpoint) -> Option<Result<MeshedPeer, PeerError>> {
-        let peer = endpoint.peer.as_ref()?;
-        Some(peer.clone().map_err(|source| PeerError::BadIdentity {
-            endpoint: endpoint.addr,
-            identity: endpoint.identity.as_deref().unwrap_or_default().to_owned(),
-            source,
-        }))
-    }
-}
+use crate::peer::MeshedPeer;
+use crate::tls::transport::Transport;
 
 /// Why a connection to a peer proxy could not be set up or used.
 #[derive(Debug, thiserror::Error)]

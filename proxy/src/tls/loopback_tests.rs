@@ -14,24 +14,27 @@ use tokio::net::{TcpListener, TcpStream};
 use weft_settings::{InboundPolicy as Mode, parse_inbound_authz};
 use weft_tls::SpiffeId;
 
-use super::connect::{MeshedPeer, PeerConnector, PeerError};
-use super::inbound_policy::InboundPolicy;
-use super::peer_client::PeerClient;
-use super::transport::{Payload, Transport, TransportHeader};
 use crate::connection;
+use crate::direction::Direction;
 use crate::discovery::Endpoint;
 use crate::drain::Drain;
 use crate::http::HttpServer;
 use crate::http::endpoint::EndpointClient;
+use crate::http::peer_client::PeerClient;
 use crate::http::pool::Pool;
 use crate::http::{HttpVersion, Target};
 use crate::identity::LocalIdentity;
 use crate::identity::test_ca::{TestCa, expired, slot};
+use crate::inbound_policy::InboundPolicy;
+use crate::labels::PeerTls;
 use crate::loop_guard::LoopGuard;
-use crate::metrics::{Direction, Metrics, PeerTls};
+use crate::metrics::Metrics;
+use crate::peer::MeshedPeer;
 use crate::resilience::policy::ResiliencePolicy;
 use crate::resilience::upstream::Upstreams;
 use crate::side::Side;
+use crate::tls::connect::{PeerConnector, PeerError};
+use crate::tls::transport::{Payload, Transport, TransportHeader};
 use tower::ServiceExt;
 
 const WEB: &str = "spiffe://cluster.local/ns/shop/sa/web";
@@ -454,16 +457,23 @@ fn endpoint(addr: SocketAddr, identity: Option<&str>, meshed: bool, proxy_port: 
 #[test]
 fn only_meshed_endpoints_with_an_identity_and_a_proxy_are_peers() {
     let addr: SocketAddr = "198.18.0.9:8080".parse().unwrap();
-    let peer = MeshedPeer::of(&endpoint(addr, Some(API), true, 4143))
+    let peer = endpoint(addr, Some(API), true, 4143)
+        .meshed_peer()
         .unwrap()
         .unwrap();
     assert_eq!(peer.proxy, "198.18.0.9:4143".parse().unwrap());
     assert_eq!(peer.identity.to_string(), API);
-    assert!(MeshedPeer::of(&endpoint(addr, Some(API), false, 4143)).is_none());
-    assert!(MeshedPeer::of(&endpoint(addr, Some(API), true, 0)).is_none());
-    assert!(MeshedPeer::of(&endpoint(addr, None, true, 4143)).is_none());
-    assert!(MeshedPeer::of(&endpoint(addr, Some(""), true, 4143)).is_none());
-    let bad = MeshedPeer::of(&endpoint(addr, Some("spiffe://x/y"), true, 4143)).unwrap();
+    assert!(
+        endpoint(addr, Some(API), false, 4143)
+            .meshed_peer()
+            .is_none()
+    );
+    assert!(endpoint(addr, Some(API), true, 0).meshed_peer().is_none());
+    assert!(endpoint(addr, None, true, 4143).meshed_peer().is_none());
+    assert!(endpoint(addr, Some(""), true, 4143).meshed_peer().is_none());
+    let bad = endpoint(addr, Some("spiffe://x/y"), true, 4143)
+        .meshed_peer()
+        .unwrap();
     assert!(matches!(bad, Err(PeerError::BadIdentity { .. })));
 }
 

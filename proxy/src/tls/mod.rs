@@ -6,12 +6,7 @@
 
 pub mod accept;
 pub mod client_hello;
-pub mod client_identity;
 pub mod connect;
-pub mod http_transport;
-pub mod inbound_policy;
-pub mod peer_client;
-pub mod termination;
 pub mod transport;
 
 pub use connect::PeerError;

@@ -3,15 +3,17 @@
 //! port). TLS addressed to this proxy is terminated (mTLS from peer proxies) and the inbound
 //! policy decides who may reach the app.
 
+pub mod termination;
+
 use crate::config::ProxyConfig;
+use crate::direction::Direction;
 use crate::http::HttpServer;
 use crate::http::pool::Pool;
-use crate::metrics::Direction;
+use crate::inbound_policy::InboundPolicy;
 use crate::resilience::policy::ResiliencePolicy;
 use crate::resilience::rate_limit::RateLimiter;
 use crate::resilience::upstream::Upstreams;
 use crate::side::{Shared, Side};
-use crate::tls::inbound_policy::InboundPolicy;
 use std::sync::Arc;
 
 pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {

@@ -9,8 +9,8 @@ use http::header::{HOST, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Version};
 
-use super::transport::{DST_PORT, ORIG_PROTO};
 use crate::http::HttpVersion;
+use crate::tls::transport::{DST_PORT, ORIG_PROTO};
 
 /// Turns the app's request into the one sent over the h2 transport to app port `port`.
 /// `fallback_authority` names the destination when the request carries none (an HTTP/1 request

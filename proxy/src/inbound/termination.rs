@@ -22,22 +22,23 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tower::{Service, ServiceExt};
 use tracing::{debug, info, warn};
 
-use super::accept::Terminated;
-use super::client_identity::Caller;
-use super::http_transport::from_transport;
-use super::transport::{Payload, Transport, TransportHeader};
 use crate::detect::Protocol;
 use crate::drain::Watch;
+use crate::http::client_identity::Caller;
 use crate::http::error_response::{ProxyBody, WEFT_ERROR};
-use crate::http::stack::{self, Stack, StackParts};
+use crate::http::mesh_encoding::from_transport;
+use crate::http::stack;
+use crate::http::stack::{Stack, StackParts};
 use crate::http::{HttpVersion, Target};
-use crate::metrics::tls::Refusal;
-use crate::metrics::{PeerTls, Upstream};
+use crate::inbound_policy::Refusal;
+use crate::labels::{PeerTls, Upstream};
 use crate::opaque;
 use crate::resilience::limits::Limited;
 use crate::resilience::rate_limit::RateLimitLayer;
 use crate::resilience::stream_idle::StreamIdleBody;
 use crate::side::Side;
+use crate::tls::accept::Terminated;
+use crate::tls::transport::{Payload, Transport, TransportHeader};
 
 /// Serves one terminated connection until it ends. `app_ip` is the pod's address, where the app
 /// listens; `local` the address the connection arrived on.
@@ -146,8 +147,8 @@ struct StackSource {
     drain: crate::drain::Drain,
     upstreams: Arc<crate::resilience::upstream::Upstreams>,
     rate_limiter: Option<Arc<crate::resilience::rate_limit::RateLimiter>>,
-    policy: Arc<super::inbound_policy::InboundPolicy>,
-    direction: crate::metrics::Direction,
+    policy: Arc<crate::inbound_policy::InboundPolicy>,
+    direction: crate::direction::Direction,
     stream_idle_timeout: std::time::Duration,
 }
 

@@ -3,13 +3,13 @@
 //! balanced over the logical service's endpoints; unknown destinations are forwarded untouched.
 
 use crate::config::ProxyConfig;
+use crate::direction::Direction;
 use crate::http::HttpServer;
+use crate::http::peer_client::PeerClient;
 use crate::http::pool::Pool;
-use crate::metrics::Direction;
 use crate::resilience::upstream::Upstreams;
 use crate::side::{Shared, Side};
 use crate::tls::connect::PeerConnector;
-use crate::tls::peer_client::PeerClient;
 use std::sync::Arc;
 
 pub fn side(config: &ProxyConfig, shared: &Shared) -> Side {

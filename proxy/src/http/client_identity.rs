@@ -15,10 +15,11 @@ use http::{Request, Response};
 use tower::{Layer, Service};
 use tracing::warn;
 
-use super::inbound_policy::InboundPolicy;
-use crate::http::endpoint::EndpointError;
-use crate::metrics::tls::{Refusal, TlsMetrics};
-use crate::resilience::rate_limit::ClientIdentity;
+use crate::http::error::ProxyError;
+use crate::http::extensions::ClientIdentity;
+use crate::inbound_policy::InboundPolicy;
+use crate::inbound_policy::Refusal;
+use crate::metrics::tls::TlsMetrics;
 
 /// The request header carrying the caller's SPIFFE id to the app.
 pub static CLIENT_ID: HeaderName = HeaderName::from_static("weft-client-id");
@@ -81,12 +82,12 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S, B, RB> Service<Request<B>> for ClientIdentityService<S>
 where
-    S: Service<Request<B>, Response = Response<RB>, Error = EndpointError>,
+    S: Service<Request<B>, Response = Response<RB>, Error = ProxyError>,
     S::Future: Send + 'static,
 {
     type Response = Response<RB>;
-    type Error = EndpointError;
-    type Future = BoxFuture<Result<Response<RB>, EndpointError>>;
+    type Error = ProxyError;
+    type Future = BoxFuture<Result<Response<RB>, ProxyError>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
@@ -108,7 +109,7 @@ where
                 path = req.uri().path(),
                 "refused inbound request"
             );
-            let err = EndpointError::Refused {
+            let err = ProxyError::Refused {
                 reason,
                 port: caller.port,
             };
@@ -150,7 +151,7 @@ mod tests {
     async fn seen(
         caller: Caller,
         req: Request<()>,
-    ) -> Result<(Option<String>, Option<ClientIdentity>), EndpointError> {
+    ) -> Result<(Option<String>, Option<ClientIdentity>), ProxyError> {
         let app = tower::service_fn(|req: Request<()>| async move {
             let header = req
                 .headers()
@@ -160,7 +161,7 @@ mod tests {
                 .collect::<Vec<_>>();
             assert!(header.len() <= 1, "{header:?}");
             let ext = req.extensions().get::<ClientIdentity>().cloned();
-            Ok::<_, EndpointError>(Response::new((header.into_iter().next(), ext)))
+            Ok::<_, ProxyError>(Response::new((header.into_iter().next(), ext)))
         });
         ClientIdentityLayer::new(Some(caller))
             .layer(app)
@@ -205,7 +206,7 @@ mod tests {
         assert_eq!(err.status(), http::StatusCode::FORBIDDEN);
         assert!(matches!(
             err,
-            EndpointError::Refused {
+            ProxyError::Refused {
                 reason: Refusal::Plaintext,
                 ..
             }
@@ -219,7 +220,7 @@ mod tests {
         .unwrap_err();
         assert!(matches!(
             err,
-            EndpointError::Refused {
+            ProxyError::Refused {
                 reason: Refusal::Unauthorized,
                 ..
             }

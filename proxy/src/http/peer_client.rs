@@ -15,12 +15,13 @@ use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tracing::debug;
 
-use super::connect::{MeshedPeer, PeerConnector, PeerError};
-use super::http_transport::to_transport;
-use super::transport::{Payload, Transport, TransportHeader};
+use crate::direction::Direction;
 use crate::http::hop_by_hop::is_upgrade_request;
-use crate::metrics::Direction;
+use crate::http::mesh_encoding::to_transport;
 use crate::metrics::tls::TlsMetrics;
+use crate::peer::MeshedPeer;
+use crate::tls::connect::{PeerConnector, PeerError};
+use crate::tls::transport::{Payload, Transport, TransportHeader};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// One peer's connection, behind an async lock so concurrent first requests share one handshake.

@@ -3,7 +3,26 @@
 
 use weft_settings::{InboundAuthz, InboundPolicy as Mode};
 
-use crate::metrics::tls::Refusal;
+/// Why the inbound side refused a connection or request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Plaintext (or TLS not for this proxy) under the strict policy, or on a port with rules.
+    Plaintext,
+    /// mTLS whose client identity no rule of the port allows.
+    Unauthorized,
+    /// A TLS handshake for this proxy that failed (foreign CA, expired, no client certificate).
+    Handshake,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Plaintext => "plaintext",
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::Handshake => "handshake",
+        }
+    }
+}
 
 #[derive(Clone, Debug, Default)]
 pub struct InboundPolicy {

@@ -16,7 +16,7 @@ use weft_proxy::discovery::{Endpoint, Origin, Service};
 use weft_proxy::http::balance::BalanceLayer;
 use weft_proxy::http::error::ProxyError;
 use weft_proxy::http::extensions::Routed;
-use weft_proxy::http::{HttpVersion, Target};
+use weft_proxy::http::target::{HttpVersion, Target};
 use weft_proxy::labels::Upstream;
 use weft_proxy::metrics::Metrics;
 use weft_proxy::resilience::policy::ResiliencePolicy;

@@ -17,7 +17,7 @@ use crate::http::client_identity::Caller;
 use crate::http::route::Router;
 use crate::http::stack;
 use crate::http::stack::StackParts;
-use crate::http::{HttpVersion, Target};
+use crate::http::target::{HttpVersion, Target};
 use crate::idle::{ActivityIo, ConnectionActivity, Expiry, InFlightLayer};
 use crate::inbound::termination;
 use crate::inbound_policy::Refusal;
@@ -325,11 +325,11 @@ where
         }
         .write(&mut tls)
         .await
-        .map_err(|source| crate::tls::PeerError::Header {
+        .map_err(|source| crate::tls::connect::PeerError::Header {
             peer: peer.proxy,
             source,
         })?;
-        Ok::<_, crate::tls::PeerError>(tls)
+        Ok::<_, crate::tls::connect::PeerError>(tls)
     }
     .await;
     connected(upstream.is_ok());
@@ -376,8 +376,8 @@ mod tests {
     use super::*;
     use crate::direction::Direction;
     use crate::drain::Drain;
-    use crate::http::HttpServer;
     use crate::http::pool::Pool;
+    use crate::http::server::HttpServer;
     use crate::loop_guard::LoopGuard;
     use crate::metrics::Metrics;
     use std::sync::Arc;

@@ -7,11 +7,11 @@ use hyper::body::Incoming;
 use weft_settings::PortSet;
 
 use crate::direction::Direction;
-use crate::discovery::Discovery;
+use crate::discovery::cache::Discovery;
 use crate::drain::Drain;
-use crate::http::HttpServer;
 use crate::http::peer_client::PeerClient;
 use crate::http::pool::Pool;
+use crate::http::server::HttpServer;
 use crate::identity::LocalIdentity;
 use crate::inbound_policy::InboundPolicy;
 use crate::loop_guard::LoopGuard;

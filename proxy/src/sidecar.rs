@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use crate::admin::Admin;
 use crate::config::ProxyConfig;
 use crate::connection;
-use crate::discovery::Discovery;
+use crate::discovery::cache::Discovery;
 use crate::discovery::cache::{CacheConfig, Source};
 use crate::discovery::client::{ClientError, GrpcSource, Watcher};
 use crate::discovery::dns::{Dns, DnsSource, TtlBounds};

@@ -20,11 +20,9 @@ use weft_discovery_api::v1::ServicePolicy;
 use crate::balance::ewma::PeakEwma;
 use crate::balance::p2c;
 use crate::peer::MeshedPeer;
-use crate::tls::PeerError;
+use crate::tls::connect::PeerError;
 use std::time::Instant;
 use weft_tls::SpiffeIdError;
-
-pub use cache::Discovery;
 
 /// What is looked up: an address, or a name with a port.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]

@@ -9,7 +9,7 @@ use http::StatusCode;
 use crate::connect::ConnectError;
 use crate::inbound_policy::Refusal;
 use crate::resilience::error::{ResilienceError, grpc_code};
-use crate::tls::PeerError;
+use crate::tls::connect::PeerError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {

@@ -9,7 +9,7 @@ use http::header::{HOST, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme, Uri};
 use http::{Request, Version};
 
-use crate::http::HttpVersion;
+use crate::http::target::HttpVersion;
 use crate::tls::transport::{DST_PORT, ORIG_PROTO};
 
 /// Turns the app's request into the one sent over the h2 transport to app port `port`.

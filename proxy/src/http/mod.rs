@@ -18,6 +18,3 @@ pub mod server;
 pub mod stack;
 pub mod target;
 pub mod upgrade;
-
-pub use server::HttpServer;
-pub use target::{HttpVersion, Target};

@@ -19,7 +19,8 @@ use http::{Request, Response};
 use tokio::sync::watch;
 use tower::{Layer, Service};
 
-use crate::discovery::{Discovery, Key, Origin, Resolution, Service as LogicalService};
+use crate::discovery::cache::Discovery;
+use crate::discovery::{Key, Origin, Resolution, Service as LogicalService};
 use crate::http::extensions::Routed;
 use crate::http::target::Target;
 

@@ -7,8 +7,8 @@ pub mod termination;
 
 use crate::config::ProxyConfig;
 use crate::direction::Direction;
-use crate::http::HttpServer;
 use crate::http::pool::Pool;
+use crate::http::server::HttpServer;
 use crate::inbound_policy::InboundPolicy;
 use crate::resilience::policy::ResiliencePolicy;
 use crate::resilience::rate_limit::RateLimiter;

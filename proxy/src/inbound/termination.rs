@@ -29,7 +29,7 @@ use crate::http::error_response::{ProxyBody, WEFT_ERROR};
 use crate::http::mesh_encoding::from_transport;
 use crate::http::stack;
 use crate::http::stack::{Stack, StackParts};
-use crate::http::{HttpVersion, Target};
+use crate::http::target::{HttpVersion, Target};
 use crate::inbound_policy::Refusal;
 use crate::labels::{PeerTls, Upstream};
 use crate::opaque;

@@ -4,9 +4,9 @@
 
 use crate::config::ProxyConfig;
 use crate::direction::Direction;
-use crate::http::HttpServer;
 use crate::http::peer_client::PeerClient;
 use crate::http::pool::Pool;
+use crate::http::server::HttpServer;
 use crate::resilience::upstream::Upstreams;
 use crate::side::{Shared, Side};
 use crate::tls::connect::PeerConnector;

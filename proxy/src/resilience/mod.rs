@@ -9,6 +9,7 @@
 
 pub mod breaker;
 pub mod budget;
+pub mod concurrency_limit;
 pub mod connection_slots;
 pub mod error;
 pub mod kinds;
@@ -17,6 +18,7 @@ pub mod policy;
 pub mod rate_limit;
 pub mod replay;
 pub mod retry;
+pub mod service_overrides;
 pub mod service_policy;
 pub mod stream_idle;
 pub mod timeout;

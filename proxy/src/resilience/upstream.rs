@@ -19,7 +19,7 @@ use crate::resilience::breaker::{BreakerMetrics, Breakers};
 use crate::resilience::budget::RetryBudget;
 use crate::resilience::limits::UpstreamLimits;
 use crate::resilience::policy::{LimitsPolicy, ResiliencePolicy, ServiceOverrides};
-use crate::resilience::service_policy::OverridesCache;
+use crate::resilience::service_overrides::OverridesCache;
 
 pub struct UpstreamState {
     /// The client's defaults; a request to a Service carries its own policy on top.

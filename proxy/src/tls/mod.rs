@@ -9,7 +9,5 @@ pub mod client_hello;
 pub mod connect;
 pub mod transport;
 
-pub use connect::PeerError;
-
 #[cfg(test)]
 mod loopback_tests;

@@ -36,3 +36,6 @@ pub mod resilience;
 pub mod side;
 pub mod sidecar;
 pub mod tls;
+
+#[cfg(test)]
+pub(crate) mod test_support;

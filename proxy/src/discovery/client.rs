@@ -17,14 +17,15 @@ use weft_discovery_api::v1::discovery_client::DiscoveryClient;
 use weft_discovery_api::v1::watch_update::Update;
 use weft_discovery_api::v1::{self as api, WatchRequest, WatchUpdate};
 
-use crate::backoff::Backoff;
+use crate::backoff::{ExponentialBackoff, jitter_rng};
 use crate::discovery::cache::{Feed, Source};
 use crate::discovery::dns::{Dns, DnsFollower};
 use crate::discovery::endpoints::EndpointSpec;
 use crate::discovery::{Key, Origin, Resolution};
 
-const BACKOFF_BASE: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Between reconnects to the discovery service.
+const BACKOFF: ExponentialBackoff =
+    ExponentialBackoff::new(Duration::from_millis(100), Duration::from_secs(5));
 
 #[derive(Debug, thiserror::Error)]
 #[error("WEFT_DISCOVERY_ADDR={addr:?} is not a usable host:port: {source}")]
@@ -77,7 +78,9 @@ impl GrpcSource {
     }
 
     async fn run(&self, key: Key, feed: &mut Feed) {
-        let mut backoff = Backoff::new(BACKOFF_BASE, BACKOFF_MAX);
+        // Failures since the last update: a working stream starts the backoff over.
+        let mut failures = 0u32;
+        let mut rng = jitter_rng();
         let mut state = WatchState::default();
         let mut dns = match &key {
             Key::Name { host, port } => Some(DnsFollower::new(host.clone(), *port)),
@@ -113,7 +116,7 @@ impl GrpcSource {
                         };
                         match next {
                             Ok(Some(update)) => {
-                                backoff.reset();
+                                failures = 0;
                                 feed.set_stale(false);
                                 feed.metrics().update();
                                 state.apply(&key, update, feed);
@@ -140,15 +143,11 @@ impl GrpcSource {
                     debug!(target = %key, error = %ended, "discovery watch ended")
                 }
             }
-            let delay = rand_delay(&mut backoff);
+            failures = failures.saturating_add(1);
+            let delay = BACKOFF.delay(failures, &mut rng);
             tokio::time::sleep(delay).await;
         }
     }
-}
-
-fn rand_delay(backoff: &mut Backoff) -> Duration {
-    use rand::SeedableRng;
-    backoff.next_delay(&mut rand::rngs::SmallRng::from_os_rng())
 }
 
 impl Source for GrpcSource {

@@ -234,7 +234,7 @@ mod tests {
     use crate::http::error::ProxyError;
     use crate::http::target::HttpVersion;
     use crate::resilience::policy::PolicyOverrides;
-    use crate::resilience::upstream::tests::upstream_with;
+    use crate::test_support::upstream::upstream_with;
     use http::StatusCode;
     use std::collections::HashMap;
     use std::sync::Mutex;

@@ -186,7 +186,7 @@ mod tests {
     use crate::http::error::ProxyError;
     use crate::http::target::HttpVersion;
     use crate::metrics::discovery::DiscoveryMetrics;
-    use crate::resilience::upstream::tests::upstream_with;
+    use crate::test_support::upstream::upstream_with;
     use std::collections::HashMap;
     use tower::ServiceExt;
 

@@ -6,8 +6,6 @@
 pub mod certify;
 pub mod config;
 pub mod rotation;
-#[cfg(test)]
-pub(crate) mod test_ca;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -6,19 +6,19 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::rngs::SmallRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use tracing::{error, info, warn};
 use weft_tls::{CertificateSlot, SpiffeId, WorkloadKey};
 
+use crate::backoff::{ExponentialBackoff, full_jitter, jitter_rng};
 use crate::identity::certify::{Certifier, CertifyError};
 use crate::metrics::identity::IdentityMetrics;
 use crate::readiness::ReadyCondition;
 
 /// Renew when this share of the certificate's remaining life has passed.
 const RENEW_AT: f64 = 0.7;
-const RETRY_BASE: Duration = Duration::from_millis(250);
-const RETRY_MAX: Duration = Duration::from_secs(10);
+const RETRY: ExponentialBackoff =
+    ExponentialBackoff::new(Duration::from_millis(250), Duration::from_secs(10));
 const RETRY_MIN: Duration = Duration::from_millis(100);
 
 /// How long to use a certificate received at `now` that expires at `not_after` before renewing.
@@ -30,18 +30,16 @@ pub fn renew_after(now: SystemTime, not_after: SystemTime) -> Duration {
         .mul_f64(RENEW_AT)
 }
 
-/// The wait before attempt `failures + 1`: exponential from 250 ms to 10 s, and never more than a
-/// quarter of the current certificate's remaining life, so a renewal gets several tries in before
-/// expiry. `jitter` in [0, 1) spreads proxies out (half to all of the delay).
-pub fn retry_delay(failures: u32, left: Option<Duration>, jitter: f64) -> Duration {
-    let exponential = RETRY_BASE.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-    let mut delay = exponential.min(RETRY_MAX);
+/// The wait before attempt `failures + 1`: the backoff's ceiling (250 ms doubling to 10 s), never
+/// more than a quarter of the current certificate's remaining life, so a renewal gets several
+/// tries in before expiry; full jitter (`fraction`, a draw from [0, 1)) under it, and at least
+/// 100 ms.
+pub fn retry_delay(failures: u32, left: Option<Duration>, fraction: f64) -> Duration {
+    let mut ceiling = RETRY.ceiling(failures);
     if let Some(left) = left.filter(|left| !left.is_zero()) {
-        delay = delay.min(left / 4);
+        ceiling = ceiling.min(left / 4);
     }
-    delay
-        .mul_f64(0.5 + jitter.clamp(0.0, 1.0) / 2.0)
-        .max(RETRY_MIN)
+    full_jitter(ceiling, fraction).max(RETRY_MIN)
 }
 
 /// Obtains and renews the workload certificate.
@@ -59,8 +57,7 @@ impl Rotation {
     /// Runs for the life of the proxy.
     pub async fn run(self) {
         let mut failures = 0u32;
-        let mut jitter = SmallRng::try_from_os_rng()
-            .unwrap_or_else(|_| SmallRng::seed_from_u64(u64::from(std::process::id())));
+        let mut jitter = jitter_rng();
         let mut not_after: Option<SystemTime> = None;
         loop {
             match self.renew_once().await {
@@ -129,8 +126,8 @@ impl Rotation {
 mod tests {
     use super::*;
     use crate::identity::certify::BoxFuture;
-    use crate::identity::test_ca::TestCa;
     use crate::readiness::Readiness;
+    use crate::test_support::certificates::TestCa;
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use weft_tls::rustls::pki_types::CertificateDer;
@@ -156,13 +153,17 @@ mod tests {
     fn retries_back_off_but_fit_in_the_remaining_life() {
         assert_eq!(retry_delay(1, None, 1.0), Duration::from_millis(250));
         assert_eq!(retry_delay(2, None, 1.0), Duration::from_millis(500));
-        assert_eq!(retry_delay(30, None, 1.0), RETRY_MAX);
-        assert_eq!(retry_delay(30, None, 0.0), RETRY_MAX / 2);
+        assert_eq!(retry_delay(30, None, 1.0), Duration::from_secs(10));
+        assert_eq!(retry_delay(30, None, 0.5), Duration::from_secs(5));
+        assert_eq!(retry_delay(30, None, 0.0), RETRY_MIN);
         assert_eq!(
             retry_delay(30, Some(Duration::from_secs(4)), 1.0),
             Duration::from_secs(1)
         );
-        assert_eq!(retry_delay(30, Some(Duration::ZERO), 1.0), RETRY_MAX);
+        assert_eq!(
+            retry_delay(30, Some(Duration::ZERO), 1.0),
+            Duration::from_secs(10)
+        );
         assert_eq!(
             retry_delay(30, Some(Duration::from_millis(10)), 1.0),
             RETRY_MIN

@@ -119,7 +119,7 @@ mod tests {
     use crate::resilience::limits::UpstreamLimits;
     use crate::resilience::policy::LimitsPolicy;
     use crate::resilience::policy::{PolicyOverrides, ResiliencePolicy};
-    use crate::resilience::upstream::tests::upstream_with;
+    use crate::test_support::upstream::upstream_with;
     use http::StatusCode;
     use http_body_util::{BodyExt, Full};
     use std::time::Duration;

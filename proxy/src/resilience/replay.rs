@@ -268,20 +268,11 @@ where
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
+    use crate::test_support::bodies::chunked;
     use http_body_util::{BodyExt, Full, StreamBody};
     use std::convert::Infallible;
-
-    /// A body of the given chunks, with no size announced (like a chunked upload).
-    pub(crate) fn chunked(
-        chunks: Vec<&'static [u8]>,
-    ) -> impl Body<Data = Bytes, Error = Infallible> + Unpin + Send + 'static {
-        let frames = chunks
-            .into_iter()
-            .map(|c| Ok::<_, Infallible>(Frame::data(Bytes::from_static(c))));
-        StreamBody::new(futures_util::stream::iter(frames))
-    }
 
     async fn collect<B>(body: B) -> Vec<u8>
     where

@@ -17,15 +17,14 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response};
 use http_body::Body;
-use rand::{Rng, SeedableRng, rngs::SmallRng};
 use tower::{Layer, Service, ServiceExt};
 use tracing::debug;
 
+use crate::backoff::{ExponentialBackoff, jitter_rng};
 use crate::connect::ConnectError;
 use crate::http::error::ProxyError;
 use crate::http::extensions::AttemptedEndpoint;
@@ -154,7 +153,7 @@ where
                 }
                 // Let go of the failed response (and its connection) before waiting.
                 drop(result);
-                tokio::time::sleep(backoff(attempt, retry, &mut rng())).await;
+                tokio::time::sleep(backoff(retry).delay(attempt, &mut jitter_rng())).await;
                 debug!(reason, attempt, "retrying");
                 next_body = body.try_clone();
                 let mut req = Request::from_parts(template_parts(template), body);
@@ -249,34 +248,21 @@ fn grpc_status(headers: &HeaderMap) -> Option<u32> {
         .ok()
 }
 
-fn rng() -> SmallRng {
-    SmallRng::try_from_os_rng().unwrap_or_else(|_| {
-        // No OS randomness: jitter from the clock is still jitter.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        SmallRng::seed_from_u64(u64::from(nanos))
-    })
-}
-
-/// Full jitter: uniform in [0, min(max, base x 2^(attempt-1))], so that clients retrying the
-/// same failure spread out instead of arriving together.
-fn backoff(attempt: u32, policy: &RetryPolicy, rng: &mut impl Rng) -> Duration {
-    let ceiling = policy
-        .backoff_base
-        .saturating_mul(1u32 << attempt.saturating_sub(1).min(20))
-        .min(policy.backoff_max);
-    ceiling.mul_f64(rng.random::<f64>())
+/// The policy's backoff between attempts (`WEFT_RETRY_BACKOFF`, capped at its maximum).
+fn backoff(policy: &RetryPolicy) -> ExponentialBackoff {
+    ExponentialBackoff::new(policy.backoff_base, policy.backoff_max)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::resilience::policy::PolicyOverrides;
-    use crate::resilience::replay::tests::chunked;
-    use crate::resilience::upstream::tests::upstream_with;
+    use crate::test_support::bodies::chunked;
+    use crate::test_support::upstream::upstream_with;
     use http::StatusCode;
     use http_body_util::{BodyExt, Full};
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
     use std::sync::Mutex;
 
     type Seen = Arc<Mutex<Vec<(Vec<u8>, Option<FailedEndpoints>)>>>;
@@ -593,12 +579,13 @@ mod tests {
             let ceiling =
                 (policy.backoff_base * (1 << (attempt - 1).min(20))).min(policy.backoff_max);
             for _ in 0..50 {
-                assert!(backoff(attempt, &policy, &mut rng) <= ceiling);
+                assert!(backoff(&policy).delay(attempt, &mut rng) <= ceiling);
             }
         }
         // Jitter: not every draw is the same.
-        let draws: std::collections::HashSet<_> =
-            (0..20).map(|_| backoff(3, &policy, &mut rng)).collect();
+        let draws: std::collections::HashSet<_> = (0..20)
+            .map(|_| backoff(&policy).delay(3, &mut rng))
+            .collect();
         assert!(draws.len() > 10);
     }
 

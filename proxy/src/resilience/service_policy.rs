@@ -90,7 +90,7 @@ mod tests {
     use crate::discovery::{Origin, Service as LogicalService};
     use crate::resilience::policy::ServiceOverrides;
     use crate::resilience::service_overrides::*;
-    use crate::resilience::upstream::tests::upstream_with;
+    use crate::test_support::upstream::upstream_with;
     use proto::{BreakerPolicy, Limits, RoutePolicy, StatusRange, StatusRanges};
     use std::convert::Infallible;
     use std::time::Duration;

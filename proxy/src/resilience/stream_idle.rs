@@ -253,7 +253,7 @@ mod tests {
     use super::*;
     use crate::resilience::policy::PolicyOverrides;
     use crate::resilience::replay::ReplayBody;
-    use crate::resilience::upstream::tests::upstream_with;
+    use crate::test_support::upstream::upstream_with;
     use http::StatusCode;
     use http_body_util::BodyExt;
     use tokio::sync::mpsc;

@@ -122,7 +122,7 @@ where
 mod tests {
     use super::*;
     use crate::resilience::policy::{PolicyOverrides, ResiliencePolicy};
-    use crate::resilience::upstream::tests::upstream_with;
+    use crate::test_support::upstream::upstream_with;
     use http::StatusCode;
     use tower::ServiceExt;
 

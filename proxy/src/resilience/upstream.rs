@@ -114,21 +114,9 @@ impl Upstreams {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use crate::metrics::Metrics;
-    use crate::resilience::policy::PolicyOverrides;
-
-    /// An upstream named "test" whose policy is the defaults with `overrides`, and the metrics
-    /// its counters render in.
-    pub(crate) fn upstream_with(overrides: PolicyOverrides) -> (Arc<UpstreamState>, Metrics) {
-        let metrics = Metrics::new();
-        let policy = ResiliencePolicy::default().with(&overrides);
-        let handles = metrics.resilience.upstream(Direction::Outbound, "test");
-        let breakers = metrics.resilience.breaker(Direction::Outbound, "test");
-        let state = UpstreamState::new(Arc::new(policy.clone()), &policy.limits, handles, breakers);
-        (Arc::new(state), metrics)
-    }
 
     #[test]
     fn one_state_per_upstream_while_in_use() {

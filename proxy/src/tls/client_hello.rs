@@ -93,7 +93,7 @@ mod tests {
 
     /// The bytes a rustls client sends first, for `sni` and `alpn`.
     fn client_hello(sni: &str, alpn: &[&[u8]]) -> Vec<u8> {
-        let ca = crate::identity::test_ca::TestCa::new("proxy");
+        let ca = crate::test_support::certificates::TestCa::new("proxy");
         let mut config: ClientConfig = weft_tls::client_config(
             &ca.anchors(),
             "cluster.local",

@@ -20,6 +20,15 @@ pub enum Upstream {
     Service(std::sync::Arc<str>),
 }
 
+impl std::fmt::Display for Upstream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Upstream::Addr(addr) => write!(f, "{addr}"),
+            Upstream::Service(name) => f.write_str(name),
+        }
+    }
+}
+
 impl EncodeLabelValue for Upstream {
     fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
         match self {

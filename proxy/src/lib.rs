@@ -33,7 +33,7 @@ pub mod outbound;
 pub mod peer;
 pub mod readiness;
 pub mod resilience;
-pub mod side;
+
 pub mod sidecar;
 pub mod tls;
 

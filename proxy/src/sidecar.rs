@@ -8,7 +8,7 @@ use tracing::{info, warn};
 
 use crate::admin::Admin;
 use crate::config::ProxyConfig;
-use crate::connection;
+use crate::connection::Shared;
 use crate::discovery::cache::Discovery;
 use crate::discovery::cache::{CacheConfig, Source};
 use crate::discovery::client::{ClientError, GrpcSource, Watcher};
@@ -21,7 +21,6 @@ use crate::listener::{BindError, accept_loop, bind, bind_ipv6_twin};
 use crate::loop_guard::LoopGuard;
 use crate::metrics::Metrics;
 use crate::readiness::Readiness;
-use crate::side::{Shared, Side};
 use crate::{inbound, outbound};
 use weft_settings::InboundPolicy;
 
@@ -92,14 +91,30 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
         identity,
     };
     tokio::spawn(admin.clone().serve(admin_listener));
-    spawn_side(
-        outbound::side(&config, &shared),
-        std::iter::once(outbound_listener).chain(outbound_v6),
-    );
-    spawn_side(
-        inbound::side(&config, &shared),
-        std::iter::once(inbound_listener).chain(inbound_v6),
-    );
+    let outbound = Arc::new(outbound::side(&config, &shared));
+    for listener in std::iter::once(outbound_listener).chain(outbound_v6) {
+        let side = outbound.clone();
+        tokio::spawn(accept_loop(
+            listener,
+            drain.clone(),
+            move |stream, peer, watch| {
+                let side = side.clone();
+                async move { outbound::path::handle(&side, stream, peer, watch).await }
+            },
+        ));
+    }
+    let inbound = Arc::new(inbound::side(&config, &shared));
+    for listener in std::iter::once(inbound_listener).chain(inbound_v6) {
+        let side = inbound.clone();
+        tokio::spawn(accept_loop(
+            listener,
+            drain.clone(),
+            move |stream, peer, watch| {
+                let side = side.clone();
+                async move { inbound::path::handle(&side, stream, peer, watch).await }
+            },
+        ));
+    }
     admin.set_ready();
     info!(
         outbound = %config.outbound_addr,
@@ -195,17 +210,4 @@ fn identity(
         readiness,
     )?;
     Ok(Some(identity))
-}
-
-/// One accept loop per listener (IPv4 and, when present, its IPv6 twin), sharing the side.
-fn spawn_side(side: Side, listeners: impl Iterator<Item = tokio::net::TcpListener>) {
-    let side = Arc::new(side);
-    for listener in listeners {
-        let side = side.clone();
-        let drain = side.drain.clone();
-        tokio::spawn(accept_loop(listener, drain, move |stream, peer, watch| {
-            let side = side.clone();
-            async move { connection::handle(&side, stream, peer, watch).await }
-        }));
-    }
 }

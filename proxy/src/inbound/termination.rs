@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tower::{Service, ServiceExt};
 use tracing::{debug, info, warn};
 
+use crate::connection::plan::{self, Terminated as Carried};
 use crate::detect::Protocol;
 use crate::drain::Watch;
 use crate::http::client_identity::Caller;
@@ -30,20 +31,20 @@ use crate::http::mesh_encoding::from_transport;
 use crate::http::stack;
 use crate::http::stack::{Stack, StackParts};
 use crate::http::target::{HttpVersion, Target};
+use crate::inbound::InboundSide;
 use crate::inbound_policy::Refusal;
 use crate::labels::{PeerTls, Upstream};
 use crate::opaque;
 use crate::resilience::limits::Limited;
 use crate::resilience::rate_limit::RateLimitLayer;
 use crate::resilience::stream_idle::StreamIdleBody;
-use crate::side::Side;
 use crate::tls::accept::Terminated;
-use crate::tls::transport::{Payload, Transport, TransportHeader};
+use crate::tls::transport::{Transport, TransportHeader};
 
 /// Serves one terminated connection until it ends. `app_ip` is the pod's address, where the app
 /// listens; `local` the address the connection arrived on.
 pub async fn serve<I>(
-    side: &Side,
+    side: &InboundSide,
     terminated: Terminated<I>,
     peer: SocketAddr,
     app_ip: IpAddr,
@@ -57,10 +58,12 @@ pub async fn serve<I>(
         client,
         transport,
     } = terminated;
+    let common = &side.common;
     let client: Arc<str> = client.to_string().into();
-    side.metrics
+    common
+        .metrics
         .tls
-        .connection(side.direction, transport.as_str());
+        .connection(common.direction, transport.as_str());
     let stacks = InboundStacks {
         side: StackSource::of(side),
         app_ip,
@@ -73,10 +76,10 @@ pub async fn serve<I>(
             let service = TransportService {
                 stacks,
                 local,
-                loop_guard: side.loop_guard.clone(),
+                loop_guard: common.loop_guard.clone(),
             };
             let service = hyper_util::service::TowerToHyperService::new(service);
-            if let Err(err) = side
+            if let Err(err) = common
                 .http
                 .serve(stream, HttpVersion::Http2, service, watch, None)
                 .await
@@ -85,7 +88,7 @@ pub async fn serve<I>(
             }
         }
         Transport::Tcp => {
-            let header = match TransportHeader::read(&mut stream, side.detect_timeout).await {
+            let header = match TransportHeader::read(&mut stream, common.timeouts.detect).await {
                 Ok(header) => header,
                 Err(err) => {
                     info!(%peer, %client, error = %err, "closing mTLS connection without a valid transport header");
@@ -93,26 +96,21 @@ pub async fn serve<I>(
                 }
             };
             let app = SocketAddr::new(app_ip, header.port);
-            if side.loop_guard.is_loop(app, local) {
-                side.metrics.loop_refused(side.direction);
-                warn!(%peer, %client, destination = %app, "refusing mTLS connection addressed to the proxy itself");
-                return;
-            }
-            if let Err(reason) = side.inbound_policy.check(header.port, Some(&client)) {
-                side.metrics.tls.refused(reason);
-                warn!(%peer, %client, port = header.port, reason = reason.as_str(), "refused inbound mTLS connection");
-                return;
-            }
-            match header.payload {
-                Payload::Opaque => {
-                    match opaque::forward(
-                        &mut stream,
-                        app,
-                        side.connect_timeout,
-                        side.idle_timeout,
-                        |_| (),
-                    )
-                    .await
+            let loops = common.loop_guard.is_loop(app, local);
+            let policy = side.policy.check(header.port, Some(&client));
+            match plan::terminated(app, header.payload, loops, policy) {
+                Carried::RefuseLoop => {
+                    common.metrics.loop_refused(common.direction);
+                    warn!(%peer, %client, destination = %app, "refusing mTLS connection addressed to the proxy itself");
+                }
+                Carried::Refuse(reason) => {
+                    common.metrics.tls.refused(reason);
+                    warn!(%peer, %client, port = header.port, reason = reason.as_str(), "refused inbound mTLS connection");
+                }
+                Carried::ForwardOpaque(app) => {
+                    let timeouts = common.timeouts;
+                    match opaque::forward(&mut stream, app, timeouts.connect, timeouts.idle, |_| ())
+                        .await
                     {
                         Ok(copied) => {
                             debug!(%peer, %client, destination = %app, to_upstream = copied.to_upstream, to_client = copied.to_client, "mTLS opaque connection closed")
@@ -122,10 +120,10 @@ pub async fn serve<I>(
                         }
                     }
                 }
-                Payload::Http1 => {
-                    let service = stacks.stack(header.port, HttpVersion::Http1);
+                Carried::ServeHttp1(app) => {
+                    let service = stacks.stack(app.port(), HttpVersion::Http1);
                     let service = hyper_util::service::TowerToHyperService::new(service);
-                    if let Err(err) = side
+                    if let Err(err) = common
                         .http
                         .serve(stream, HttpVersion::Http1, service, watch, None)
                         .await
@@ -153,16 +151,17 @@ struct StackSource {
 }
 
 impl StackSource {
-    fn of(side: &Side) -> Self {
+    fn of(side: &InboundSide) -> Self {
+        let common = &side.common;
         StackSource {
-            metrics: side.metrics.clone(),
-            pool: side.pool.clone(),
-            drain: side.drain.clone(),
-            upstreams: side.upstreams.clone(),
+            metrics: common.metrics.clone(),
+            pool: common.pool.clone(),
+            drain: common.drain.clone(),
+            upstreams: common.upstreams.clone(),
             rate_limiter: side.rate_limiter.clone(),
-            policy: side.inbound_policy.clone(),
-            direction: side.direction,
-            stream_idle_timeout: side.stream_idle_timeout,
+            policy: side.policy.clone(),
+            direction: common.direction,
+            stream_idle_timeout: common.timeouts.stream_idle,
         }
     }
 }

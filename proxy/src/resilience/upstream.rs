@@ -91,10 +91,7 @@ impl Upstreams {
         if states.len() >= 64 && states.len().is_power_of_two() {
             states.retain(|_, state| Arc::strong_count(state) > 1);
         }
-        let label = match &upstream {
-            Upstream::Addr(addr) => addr.to_string(),
-            Upstream::Service(name) => name.to_string(),
-        };
+        let label = upstream.to_string();
         let limits = match service_policy {
             Some(policy) => {
                 let overrides = ServiceOverrides::from(policy);

@@ -1,13 +1,10 @@
-//! mTLS between proxies. Outbound: [`connect`] (TLS to a peer proxy, checking the identity
-//! discovery promised) and [`peer_client`] (HTTP over it). Inbound: [`client_hello`] (is this TLS
-//! for us?), [`accept`] and [`termination`] (terminate and serve to the app), the
-//! [`inbound_policy`] and [`client_identity`] (who may call, and telling the app who did).
-//! [`transport`] and [`http_transport`] define what travels between proxies.
+//! mTLS between proxies, at the transport: [`connect`] originates it to a peer proxy (checking
+//! the identity discovery promised), [`client_hello`] reads whom a TLS connection is for,
+//! [`accept`] terminates it, and [`transport`] is what travels first inside it (the ALPN of the
+//! transport, the tcp transport's header). The HTTP carried over it lives in `http`
+//! (`peer_client`, `mesh_encoding`); serving it to the app in `inbound::termination`.
 
 pub mod accept;
 pub mod client_hello;
 pub mod connect;
 pub mod transport;
-
-#[cfg(test)]
-mod loopback_tests;

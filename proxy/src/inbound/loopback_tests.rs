@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 use weft_settings::{InboundPolicy as Mode, parse_inbound_authz};
 use weft_tls::SpiffeId;
 
-use crate::connection;
+use crate::connection::{Common, Timeouts};
 use crate::direction::Direction;
 use crate::discovery::Endpoint;
 use crate::drain::Drain;
@@ -24,6 +24,7 @@ use crate::http::pool::Pool;
 use crate::http::server::HttpServer;
 use crate::http::target::{HttpVersion, Target};
 use crate::identity::LocalIdentity;
+use crate::inbound::InboundSide;
 use crate::inbound_policy::InboundPolicy;
 use crate::labels::PeerTls;
 use crate::loop_guard::LoopGuard;
@@ -31,7 +32,6 @@ use crate::metrics::Metrics;
 use crate::peer::MeshedPeer;
 use crate::resilience::policy::ResiliencePolicy;
 use crate::resilience::upstream::Upstreams;
-use crate::side::Side;
 use crate::test_support::certificates::{TestCa, expired, slot};
 use crate::tls::connect::{PeerConnector, PeerError};
 use crate::tls::transport::{Payload, Transport, TransportHeader};
@@ -93,30 +93,31 @@ async fn server(ca: &TestCa, mode: Mode, authz: &str) -> Server {
     let metrics = Arc::new(Metrics::new());
     let identity =
         LocalIdentity::new(SpiffeId::parse(API).unwrap(), ca.anchors(), slot(ca, API)).unwrap();
-    let side = Arc::new(Side {
-        direction: Direction::Inbound,
-        detect_timeout: Duration::from_secs(1),
-        connect_timeout: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(3600),
-        stream_idle_timeout: Duration::from_secs(300),
-        header_read_timeout: Duration::from_secs(10),
-        opaque_ports: weft_settings::parse_ports("").unwrap(),
-        loop_guard: LoopGuard::new(vec![addr.port()]),
-        metrics: metrics.clone(),
-        pool: Pool::shared(Duration::from_secs(1), Duration::from_secs(3600)),
-        http: HttpServer::new(),
-        drain: Drain::new(),
-        upstreams: Arc::new(Upstreams::new(
-            Direction::Inbound,
-            ResiliencePolicy::passthrough(),
-            metrics.resilience.clone(),
-        )),
+    let side = Arc::new(InboundSide {
+        common: Common {
+            direction: Direction::Inbound,
+            timeouts: Timeouts {
+                detect: Duration::from_secs(1),
+                connect: Duration::from_secs(1),
+                idle: Duration::from_secs(3600),
+                stream_idle: Duration::from_secs(300),
+                header_read: Duration::from_secs(10),
+            },
+            opaque_ports: weft_settings::parse_ports("").unwrap(),
+            loop_guard: LoopGuard::new(vec![addr.port()]),
+            metrics: metrics.clone(),
+            pool: Pool::shared(Duration::from_secs(1), Duration::from_secs(3600)),
+            http: HttpServer::new(),
+            drain: Drain::new(),
+            upstreams: Arc::new(Upstreams::new(
+                Direction::Inbound,
+                ResiliencePolicy::passthrough(),
+                metrics.resilience.clone(),
+            )),
+        },
         rate_limiter: None,
-        discovery: None,
-        discovery_wait: Duration::from_secs(1),
         identity: Some(Arc::new(identity)),
-        peers: None,
-        inbound_policy: Arc::new(InboundPolicy::new(
+        policy: Arc::new(InboundPolicy::new(
             mode,
             parse_inbound_authz(authz).unwrap(),
         )),
@@ -131,8 +132,8 @@ async fn server(ca: &TestCa, mode: Mode, authz: &str) -> Server {
             count.fetch_add(1, Ordering::SeqCst);
             let side = side.clone();
             tokio::spawn(async move {
-                let watch = side.drain.watch();
-                connection::handle(&side, stream, peer, watch).await
+                let watch = side.common.drain.watch();
+                crate::inbound::path::handle(&side, stream, peer, watch).await
             });
         }
     });

@@ -20,7 +20,6 @@ pub mod identity;
 pub mod idle;
 pub mod inbound;
 pub mod inbound_policy;
-pub mod init;
 pub mod labels;
 pub mod listener;
 pub mod log;

@@ -4,8 +4,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
+use weft_init::InitArgs;
 use weft_proxy::config::{ProxyConfig, describe_invalid_value};
-use weft_proxy::init::InitArgs;
 
 #[derive(Parser)]
 #[command(
@@ -39,7 +39,7 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Some(Command::Init(args)) => match weft_proxy::init::run(&args) {
+        Some(Command::Init(args)) => match weft_init::run(&args) {
             Ok(outcome) => {
                 println!("{outcome}");
                 ExitCode::SUCCESS

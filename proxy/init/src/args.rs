@@ -2,7 +2,7 @@
 
 use weft_settings::{Cidr, PortSet, parse_cidrs, parse_ports};
 
-use crate::init::backend::Backend;
+use crate::backend::Backend;
 
 /// Flags of `weft-proxy init`.
 #[derive(clap::Args, Debug, Clone)]

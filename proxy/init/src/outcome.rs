@@ -2,9 +2,9 @@
 
 use std::fmt;
 
-use crate::init::backend::Backend;
-use crate::init::family::Family;
-use crate::init::render::{INBOUND_CHAIN, OUTBOUND_CHAIN};
+use crate::backend::Backend;
+use crate::family::Family;
+use crate::render::{INBOUND_CHAIN, OUTBOUND_CHAIN};
 
 /// The result of `weft-proxy init`; `Display` prints it for the user.
 #[derive(Debug, Clone, PartialEq, Eq)]

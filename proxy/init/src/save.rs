@@ -1,6 +1,6 @@
 //! Reading `iptables-save` output: which chains and rules a namespace holds.
 
-use crate::init::render::{INBOUND_CHAIN, OUTBOUND_CHAIN};
+use crate::render::{INBOUND_CHAIN, OUTBOUND_CHAIN};
 
 /// One rule as `iptables-save` printed it (`-A CHAIN ...`), in its table.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 use std::io::{ErrorKind, Write};
 use std::process::{Command, Stdio};
 
-use crate::init::error::InitError;
+use crate::error::InitError;
 
 /// How long iptables-restore may wait for the xtables lock, which is host-wide
 /// for the legacy backend and so shared with every other pod's init.

@@ -7,9 +7,9 @@
 
 use std::fmt;
 
-use crate::init::error::InitError;
-use crate::init::family::Family;
-use crate::init::save::SavedRules;
+use crate::error::InitError;
+use crate::family::Family;
+use crate::save::SavedRules;
 
 /// Which iptables implementation programs the rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

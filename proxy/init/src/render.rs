@@ -8,9 +8,9 @@
 
 use std::fmt::Write;
 
-use crate::init::args::InitArgs;
-use crate::init::family::Family;
-use crate::init::save::NatState;
+use crate::args::InitArgs;
+use crate::family::Family;
+use crate::save::NatState;
 
 /// Weft's inbound chain, jumped to from PREROUTING.
 pub const INBOUND_CHAIN: &str = "WEFT_PREROUTING";

@@ -17,6 +17,7 @@ use tower::Layer;
 use tracing::{debug, info, warn};
 use weft_settings::PortSet;
 
+use crate::config::ProxyConfig;
 use crate::detect::{DetectOutcome, Detection, PrefixedIo, Protocol, detect};
 use crate::direction::Direction;
 use crate::discovery::cache::Discovery;
@@ -34,6 +35,7 @@ use crate::observed_io::{ByteCounters, CountedIo};
 use crate::opaque::{Copied, OpaqueError};
 use crate::original_dst::{OriginalDstError, original_dst};
 use crate::resilience::kinds::TimeoutKind;
+use crate::resilience::policy::ResiliencePolicy;
 use crate::resilience::replay::ReplayBody;
 use crate::resilience::upstream::Upstreams;
 
@@ -65,6 +67,39 @@ pub struct Common {
     pub drain: Drain,
     /// Each upstream's policy, retry budget and limits.
     pub upstreams: Arc<Upstreams>,
+}
+
+impl Common {
+    /// The parts of one side, from the settings and what both sides share; `policy` is the
+    /// side's default resilience policy.
+    pub fn new(
+        direction: Direction,
+        config: &ProxyConfig,
+        shared: &Shared,
+        policy: ResiliencePolicy,
+    ) -> Self {
+        Common {
+            direction,
+            timeouts: Timeouts {
+                detect: config.detect_timeout,
+                connect: config.connect_timeout,
+                idle: config.idle_timeout,
+                stream_idle: config.stream_idle_timeout,
+                header_read: config.header_read_timeout,
+            },
+            opaque_ports: config.opaque_ports.clone(),
+            loop_guard: shared.loop_guard.clone(),
+            metrics: shared.metrics.clone(),
+            pool: Pool::shared(config.connect_timeout, config.idle_timeout),
+            http: HttpServer::new(),
+            drain: shared.drain.clone(),
+            upstreams: Arc::new(Upstreams::new(
+                direction,
+                policy,
+                shared.metrics.resilience.clone(),
+            )),
+        }
+    }
 }
 
 /// What the sidecar builds both sides from.

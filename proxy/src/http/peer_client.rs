@@ -21,7 +21,7 @@ use crate::http::mesh_encoding::to_transport;
 use crate::metrics::tls::TlsMetrics;
 use crate::peer::MeshedPeer;
 use crate::tls::connect::{PeerConnector, PeerError};
-use crate::tls::transport::{Payload, Transport, TransportHeader};
+use crate::tls::transport::{Payload, Transport};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// One peer's connection, behind an async lock so concurrent first requests share one handshake.
@@ -141,17 +141,10 @@ where
         endpoint: SocketAddr,
         req: Request<B>,
     ) -> Result<Response<Incoming>, PeerError> {
-        let mut tls = self.connector.connect(peer, Transport::Tcp).await?;
-        TransportHeader {
-            port: endpoint.port(),
-            payload: Payload::Http1,
-        }
-        .write(&mut tls)
-        .await
-        .map_err(|source| PeerError::Header {
-            peer: peer.proxy,
-            source,
-        })?;
+        let tls = self
+            .connector
+            .connect_tcp(peer, endpoint.port(), Payload::Http1)
+            .await?;
         self.metrics
             .connection(Direction::Outbound, Transport::Tcp.as_str());
         let (mut sender, connection) =

@@ -15,14 +15,10 @@ use std::sync::Arc;
 use crate::config::ProxyConfig;
 use crate::connection::{Common, Shared};
 use crate::direction::Direction;
-use crate::http::pool::Pool;
-use crate::http::server::HttpServer;
 use crate::identity::LocalIdentity;
 use crate::inbound_policy::InboundPolicy;
-use crate::outbound::timeouts;
 use crate::resilience::policy::ResiliencePolicy;
 use crate::resilience::rate_limit::RateLimiter;
-use crate::resilience::upstream::Upstreams;
 
 pub struct InboundSide {
     pub common: Common,
@@ -36,22 +32,13 @@ pub struct InboundSide {
 
 pub fn side(config: &ProxyConfig, shared: &Shared) -> InboundSide {
     InboundSide {
-        common: Common {
-            direction: Direction::Inbound,
-            timeouts: timeouts(config),
-            opaque_ports: config.opaque_ports.clone(),
-            loop_guard: shared.loop_guard.clone(),
-            metrics: shared.metrics.clone(),
-            pool: Pool::shared(config.connect_timeout, config.idle_timeout),
-            http: HttpServer::new(),
-            drain: shared.drain.clone(),
-            // The local app is not retried, timed or limited: the client's proxy does that.
-            upstreams: Arc::new(Upstreams::new(
-                Direction::Inbound,
-                ResiliencePolicy::passthrough(),
-                shared.metrics.resilience.clone(),
-            )),
-        },
+        // The local app is not retried, timed or limited: the client's proxy does that.
+        common: Common::new(
+            Direction::Inbound,
+            config,
+            shared,
+            ResiliencePolicy::passthrough(),
+        ),
         identity: shared.identity.clone(),
         rate_limiter: RateLimiter::new(
             config.inbound_rate_limit,

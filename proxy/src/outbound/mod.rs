@@ -11,14 +11,11 @@ use std::time::Duration;
 use hyper::body::Incoming;
 
 use crate::config::ProxyConfig;
-use crate::connection::{Common, Shared, Timeouts};
+use crate::connection::{Common, Shared};
 use crate::direction::Direction;
 use crate::discovery::cache::Discovery;
 use crate::http::peer_client::PeerClient;
-use crate::http::pool::Pool;
-use crate::http::server::HttpServer;
 use crate::resilience::replay::ReplayBody;
-use crate::resilience::upstream::Upstreams;
 use crate::tls::connect::PeerConnector;
 
 pub struct OutboundSide {
@@ -32,33 +29,14 @@ pub struct OutboundSide {
     pub peers: Option<Arc<PeerClient<ReplayBody<Incoming>>>>,
 }
 
-pub fn timeouts(config: &ProxyConfig) -> Timeouts {
-    Timeouts {
-        detect: config.detect_timeout,
-        connect: config.connect_timeout,
-        idle: config.idle_timeout,
-        stream_idle: config.stream_idle_timeout,
-        header_read: config.header_read_timeout,
-    }
-}
-
 pub fn side(config: &ProxyConfig, shared: &Shared) -> OutboundSide {
     OutboundSide {
-        common: Common {
-            direction: Direction::Outbound,
-            timeouts: timeouts(config),
-            opaque_ports: config.opaque_ports.clone(),
-            loop_guard: shared.loop_guard.clone(),
-            metrics: shared.metrics.clone(),
-            pool: Pool::shared(config.connect_timeout, config.idle_timeout),
-            http: HttpServer::new(),
-            drain: shared.drain.clone(),
-            upstreams: Arc::new(Upstreams::new(
-                Direction::Outbound,
-                config.resilience_policy(),
-                shared.metrics.resilience.clone(),
-            )),
-        },
+        common: Common::new(
+            Direction::Outbound,
+            config,
+            shared,
+            config.resilience_policy(),
+        ),
         discovery: shared.discovery.clone(),
         discovery_wait: config.discovery_wait,
         // Meshed endpoints are reached over mTLS once this proxy has an identity.

@@ -23,8 +23,7 @@ use crate::opaque::{self, Copied, OpaqueError};
 use crate::outbound::OutboundSide;
 use crate::peer::MeshedPeer;
 use crate::resilience::rate_limit::RateLimitLayer;
-use crate::tls::connect::PeerError;
-use crate::tls::transport::{Payload, Transport, TransportHeader};
+use crate::tls::transport::{Payload, Transport};
 
 /// What the plan ends in, once its facts are gathered.
 enum Action {
@@ -166,21 +165,10 @@ where
         connected(false);
         return Err(OpaqueError::Mtls("no mTLS client on this side".to_owned()));
     };
-    let upstream = async {
-        let mut tls = peers.connector().connect(peer, Transport::Tcp).await?;
-        TransportHeader {
-            port: destination.port(),
-            payload: Payload::Opaque,
-        }
-        .write(&mut tls)
-        .await
-        .map_err(|source| PeerError::Header {
-            peer: peer.proxy,
-            source,
-        })?;
-        Ok::<_, PeerError>(tls)
-    }
-    .await;
+    let upstream = peers
+        .connector()
+        .connect_tcp(peer, destination.port(), Payload::Opaque)
+        .await;
     connected(upstream.is_ok());
     let mut upstream = upstream.map_err(|err| OpaqueError::Mtls(err.to_string()))?;
     let metrics = &side.common.metrics;

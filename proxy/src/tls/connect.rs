@@ -15,7 +15,7 @@ use tokio_rustls::client::TlsStream;
 use crate::connect::{ConnectError, connect};
 use crate::identity::LocalIdentity;
 use crate::peer::MeshedPeer;
-use crate::tls::transport::Transport;
+use crate::tls::transport::{Payload, Transport, TransportHeader};
 
 /// Why a connection to a peer proxy could not be set up or used.
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +120,25 @@ impl PeerConnector {
 
     pub fn identity(&self) -> &LocalIdentity {
         &self.identity
+    }
+
+    /// mTLS to `peer` on the tcp transport, with the header naming the app `port` and what
+    /// follows it.
+    pub async fn connect_tcp(
+        &self,
+        peer: &MeshedPeer,
+        port: u16,
+        payload: Payload,
+    ) -> Result<TlsStream<TcpStream>, PeerError> {
+        let mut tls = self.connect(peer, Transport::Tcp).await?;
+        TransportHeader { port, payload }
+            .write(&mut tls)
+            .await
+            .map_err(|source| PeerError::Header {
+                peer: peer.proxy,
+                source,
+            })?;
+        Ok(tls)
     }
 
     pub async fn connect(

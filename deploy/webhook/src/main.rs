@@ -7,6 +7,7 @@ mod patch;
 mod review;
 mod server;
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -113,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     // The only provider linked; the Kubernetes client's TLS takes the process default.
     if rustls::crypto::ring::default_provider()

@@ -9,6 +9,7 @@
 //!   allowed unchanged, with a warning in the response and in the log.
 //! - A body that is not an AdmissionReview v1 with a request: [`BadReview`] (HTTP 400).
 
+use base64::Engine as _;
 use kube_core::DynamicObject;
 use kube_core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
@@ -54,8 +55,19 @@ pub async fn review(body: &[u8], injector: &Injector) -> Result<Vec<u8>, BadRevi
         .map_err(|_| BadReview("the AdmissionReview has no request".to_owned()))?;
 
     let response = respond(&request, object, injector).await;
-    serde_json::to_vec(&response.into_review())
+    encode(response)
         .map_err(|e| BadReview(format!("cannot encode the AdmissionReview response: {e}")))
+}
+
+/// The review as JSON, with the patch base64-encoded as the API's JSON carries bytes (kube-core
+/// serializes its `Vec<u8>` as an array of numbers, which Go's decoder happens to take too).
+fn encode(response: AdmissionResponse) -> Result<Vec<u8>, serde_json::Error> {
+    let patch = response.patch.clone();
+    let mut review = serde_json::to_value(response.into_review())?;
+    if let (Some(bytes), Some(slot)) = (patch, review.pointer_mut("/response/patch")) {
+        *slot = Value::String(base64::engine::general_purpose::STANDARD.encode(bytes));
+    }
+    serde_json::to_vec(&review)
 }
 
 fn shown(field: Option<&str>) -> String {

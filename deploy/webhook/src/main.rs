@@ -11,6 +11,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, ValueEnum};
@@ -19,6 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing_subscriber::EnvFilter;
 use weft_inject::InjectOptions;
 
+use crate::certificate::{CertificateFiles, CertificateSlot};
 use crate::kubernetes::NamespaceSource;
 use crate::review::Injector;
 
@@ -39,6 +41,9 @@ struct Args {
     /// Private key (PEM) of --tls-cert.
     #[arg(long, env = "WEFT_INJECTOR_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// How often --tls-cert and --tls-key are re-read; a renewed pair is served from then on.
+    #[arg(long, env = "WEFT_INJECTOR_TLS_RELOAD_INTERVAL", value_parser = weft_settings::parse_duration, default_value = "10s")]
+    tls_reload_interval: Duration,
     /// The Service the API server calls: the generated certificate is for
     /// NAME.NAMESPACE.svc and NAME.NAMESPACE.svc.CLUSTER_DOMAIN.
     #[arg(
@@ -124,19 +129,41 @@ async fn main() -> anyhow::Result<()> {
         tracing::debug!("a rustls provider was already installed");
     }
 
-    let certificate = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => certificate::from_files(cert, key)?,
-        _ => certificate::generate(&certificate::service_dns_names(
-            &args.service_name,
-            &args.service_namespace,
-            &args.cluster_domain,
-        ))?,
+    let files = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(CertificateFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
+    };
+    let (certificate, loaded) = match &files {
+        Some(files) => {
+            let contents = files.read()?;
+            (files.load(&contents)?, Some(contents))
+        }
+        None => (
+            certificate::generate(&certificate::service_dns_names(
+                &args.service_name,
+                &args.service_namespace,
+                &args.cluster_domain,
+            ))?,
+            None,
+        ),
     };
     if let (Some(path), Some(ca_pem)) = (&args.write_ca, &certificate.ca_pem) {
         std::fs::write(path, ca_pem)
             .with_context(|| format!("writing the CA to {} (--write-ca)", path.display()))?;
     }
-    let tls = TlsAcceptor::from(certificate::server_config(&certificate)?);
+    let slot = CertificateSlot::new(Arc::clone(&certificate.key));
+    if let (Some(files), Some(loaded)) = (files, loaded) {
+        tokio::spawn(certificate::keep_reloaded(
+            files,
+            Arc::clone(&slot),
+            loaded,
+            args.tls_reload_interval,
+        ));
+    }
+    let tls = TlsAcceptor::from(certificate::server_config(slot)?);
 
     let needs_api =
         args.namespace_lookup == NamespaceLookup::Api || args.patch_webhook_config.is_some();

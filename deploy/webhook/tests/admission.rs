@@ -356,3 +356,60 @@ fn namespace_lookup_without_any_kubernetes_configuration_fails_naming_the_flag()
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--namespace-lookup"), "{stderr}");
 }
+
+#[tokio::test]
+async fn certificate_files_are_served_and_their_renewal_is_picked_up() {
+    let dir = ScratchDir::new("tls");
+    let cert = dir.0.join("tls.crt");
+    let key = dir.0.join("tls.key");
+    let (ca, leaf, leaf_key) = support::issued_pair();
+    std::fs::write(&cert, leaf).expect("write tls.crt");
+    std::fs::write(&key, leaf_key).expect("write tls.key");
+    let (cert_arg, key_arg) = (cert.display().to_string(), key.display().to_string());
+    let args = [
+        "--namespace-lookup",
+        "off",
+        "--tls-cert",
+        &cert_arg,
+        "--tls-key",
+        &key_arg,
+        "--tls-reload-interval",
+        "100ms",
+    ];
+    let webhook = Webhook::start_with_files(&args, &ca);
+    let pod = recorded("pod-catalog.json");
+    let response = webhook
+        .review(&admission_review("7c1e0f3a-12", "CREATE", "shop", &pod))
+        .await;
+    assert_eq!(response["patchType"], "JSONPatch", "{response}");
+
+    // Renewed by a new CA, as after a CA rotation: a client trusting only it gets through once
+    // the injector has reloaded the pair.
+    let (new_ca, new_leaf, new_key) = support::issued_pair();
+    std::fs::write(&key, new_key).expect("write tls.key");
+    std::fs::write(&cert, new_leaf).expect("write tls.crt");
+    let renewed = support::HttpsClient {
+        addr: webhook.addr,
+        ca_pem: new_ca,
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match renewed.try_send(Method::GET, "/ready", Vec::new()).await {
+            Ok((status, _)) => {
+                assert_eq!(status, StatusCode::OK);
+                break;
+            }
+            Err(e) => assert!(
+                Instant::now() < deadline,
+                "the renewed certificate is not served: {e}\nlog:\n{}",
+                webhook.log()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        webhook.log().contains("serving the renewed certificate"),
+        "{}",
+        webhook.log()
+    );
+}

@@ -65,10 +65,26 @@ impl Webhook {
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = ScratchDir::new("webhook");
         let ca_file = dir.0.join("ca.pem");
+        let mut all = vec!["--write-ca".to_owned(), ca_file.display().to_string()];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let mut webhook = Self::spawn(&all, env, dir);
+        webhook.ca_pem = std::fs::read_to_string(&ca_file).expect("--write-ca wrote the CA");
+        webhook
+    }
+
+    /// Starts the binary serving `--tls-cert`/`--tls-key` files (in `args`); the client trusts
+    /// `ca_pem`.
+    pub fn start_with_files(args: &[&str], ca_pem: &str) -> Self {
+        let all: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+        let mut webhook = Self::spawn(&all, &[], ScratchDir::new("webhook"));
+        webhook.ca_pem = ca_pem.to_owned();
+        webhook
+    }
+
+    fn spawn(args: &[String], env: &[(&str, &str)], dir: ScratchDir) -> Self {
         let mut command = Command::new(env!("CARGO_BIN_EXE_weft-injector"));
         command
-            .args(["--listen", "127.0.0.1:0", "--write-ca"])
-            .arg(&ca_file)
+            .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env_remove("KUBERNETES_SERVICE_HOST")
             .env("WEFT_INJECTOR_LOG", "info,weft_injector=debug")
@@ -110,7 +126,6 @@ impl Webhook {
                 webhook.log()
             ),
         }
-        webhook.ca_pem = std::fs::read_to_string(&ca_file).expect("--write-ca wrote the CA");
         webhook
     }
 
@@ -122,54 +137,24 @@ impl Webhook {
     /// `method path` over HTTPS (HTTP/1.1), verifying the server as SERVICE_DNS_NAME against the
     /// CA the injector wrote out.
     pub async fn send(&self, method: Method, path: &str, body: Vec<u8>) -> (StatusCode, Vec<u8>) {
-        tokio::time::timeout(REQUEST_TIMEOUT, self.send_unbounded(method, path, body))
+        tokio::time::timeout(REQUEST_TIMEOUT, self.try_send(method, path, body))
             .await
             .unwrap_or_else(|_| panic!("{path} took over {REQUEST_TIMEOUT:?}"))
+            .unwrap_or_else(|e| panic!("{path}: {e}"))
     }
 
-    async fn send_unbounded(
+    /// As `send`, with a failed connection or handshake as an error.
+    pub async fn try_send(
         &self,
         method: Method,
         path: &str,
         body: Vec<u8>,
-    ) -> (StatusCode, Vec<u8>) {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
-            roots.add(cert.expect("PEM CA")).expect("a CA certificate");
-        }
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("TLS versions")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let tcp = TcpStream::connect(self.addr).await.expect("connect");
-        let name = ServerName::try_from(SERVICE_DNS_NAME).expect("a DNS name");
-        let tls = TlsConnector::from(Arc::new(config))
-            .connect(name, tcp)
-            .await
-            .expect("TLS handshake verifying the injector's certificate");
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .expect("HTTP/1.1 handshake");
-        tokio::spawn(connection);
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", SERVICE_DNS_NAME)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .expect("a request");
-        let response = sender.send_request(request).await.expect("a response");
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .expect("the response body")
-            .to_bytes();
-        (status, body.to_vec())
+    ) -> Result<(StatusCode, Vec<u8>), String> {
+        let client = HttpsClient {
+            addr: self.addr,
+            ca_pem: self.ca_pem.clone(),
+        };
+        client.try_send(method, path, body).await
     }
 
     /// POSTs `review` to /inject and returns its `response`, which must carry the request's uid.
@@ -187,11 +172,87 @@ impl Webhook {
     }
 }
 
+/// HTTPS to `addr`, trusting only `ca_pem`.
+pub struct HttpsClient {
+    pub addr: SocketAddr,
+    pub ca_pem: String,
+}
+
+impl HttpsClient {
+    /// As `send`, with a failed connection or handshake as an error.
+    pub async fn try_send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, Vec<u8>), String> {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(self.ca_pem.as_bytes()) {
+            roots.add(cert.expect("PEM CA")).expect("a CA certificate");
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let tcp = TcpStream::connect(self.addr)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let name = ServerName::try_from(SERVICE_DNS_NAME).expect("a DNS name");
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS handshake verifying the injector's certificate: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
+        tokio::spawn(connection);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", SERVICE_DNS_NAME)
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("a request");
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| format!("response body: {e}"))?
+            .to_bytes();
+        Ok((status, body.to_vec()))
+    }
+}
+
 impl Drop for Webhook {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A CA (PEM) and a serving certificate and key (PEM) it signed for SERVICE_DNS_NAME, as
+/// cert-manager would write them into a Secret.
+pub fn issued_pair() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().expect("CA key");
+    let mut ca = CertificateParams::new(Vec::new()).expect("CA params");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key).expect("CA").pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().expect("leaf key");
+    let leaf = CertificateParams::new(vec![SERVICE_DNS_NAME.to_owned()])
+        .expect("leaf params")
+        .signed_by(&key, &issuer)
+        .expect("leaf");
+    (ca_pem, leaf.pem(), key.serialize_pem())
 }
 
 /// An AdmissionReview v1 as the API server sends it for `operation` on `object` (a Pod).

@@ -92,7 +92,7 @@ async fn meshed_pod_is_patched_into_exactly_what_weft_inject_writes() {
             .any(|op| op["path"] == "/spec/containers/0" && op["value"]["name"] == "weft-proxy"),
         "{ops:#?}"
     );
-    assert!(webhook.log().contains("injected"), "{}", webhook.log());
+    assert!(webhook.logged("injected"), "{}", webhook.log());
 }
 
 #[tokio::test]
@@ -230,6 +230,42 @@ async fn probe_paths_answer_and_others_do_not() {
     assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
+#[tokio::test]
+async fn reviews_over_http2_are_answered_alike() {
+    let webhook = start_without_api();
+    let pod = recorded("pod-catalog.json");
+    let review = admission_review("7c1e0f3a-13", "CREATE", "shop", &pod);
+    let client = support::HttpsClient {
+        addr: webhook.addr,
+        ca_pem: webhook.ca_pem.clone(),
+        http2: true,
+    };
+    let body = serde_json::to_vec(&review).expect("JSON");
+    let (status, answer) = client
+        .try_send(Method::POST, "/inject", body)
+        .await
+        .expect("an HTTP/2 exchange");
+    assert_eq!(status, StatusCode::OK);
+    let answer: Value = serde_json::from_slice(&answer).expect("JSON");
+    let response = &answer["response"];
+    assert_eq!(response["uid"], "7c1e0f3a-13");
+    let expected = cli_output(std::slice::from_ref(&pod)).remove(0);
+    assert_eq!(apply(response, &pod), expected);
+}
+
+#[test]
+fn sigterm_stops_the_injector_promptly_and_cleanly() {
+    let mut webhook = start_without_api();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &webhook.pid().to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success());
+    let exit = webhook.wait_exit(Duration::from_secs(15));
+    assert!(exit.success(), "{exit:?}\nlog:\n{}", webhook.log());
+    assert!(webhook.logged("weft-injector stopped"), "{}", webhook.log());
+}
+
 const NAMESPACE_PATH: &str = "/api/v1/namespaces/shop";
 const CONFIGURATION_PATH: &str =
     "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/weft-injector";
@@ -334,10 +370,15 @@ async fn unreadable_namespace_admits_the_pod_unchanged_with_a_warning() {
         warning.contains("admitted without the Weft sidecar"),
         "{warning}"
     );
-    let log = webhook.log();
     assert!(
-        log.contains("admitted without the sidecar") && log.contains("Namespace gone"),
-        "{log}"
+        webhook.logged("admitted without the sidecar"),
+        "{}",
+        webhook.log()
+    );
+    assert!(
+        webhook.log().contains("Namespace gone"),
+        "{}",
+        webhook.log()
     );
 }
 
@@ -391,6 +432,7 @@ async fn certificate_files_are_served_and_their_renewal_is_picked_up() {
     let renewed = support::HttpsClient {
         addr: webhook.addr,
         ca_pem: new_ca,
+        http2: false,
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -408,7 +450,7 @@ async fn certificate_files_are_served_and_their_renewal_is_picked_up() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
-        webhook.log().contains("serving the renewed certificate"),
+        webhook.logged("serving the renewed certificate"),
         "{}",
         webhook.log()
     );

@@ -15,7 +15,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
@@ -129,6 +129,40 @@ impl Webhook {
         webhook
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits (bounded) for the process to exit; kills it and fails past `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for weft-injector") {
+                return status;
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("weft-injector still running {timeout:?} after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the log shows `needle` within a few seconds (it reaches the test through a pipe
+    /// and a reader thread, a little after the response).
+    pub fn logged(&self, needle: &str) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.log().contains(needle) {
+                return true;
+            }
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Everything the injector logged so far.
     pub fn log(&self) -> String {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -153,6 +187,7 @@ impl Webhook {
         let client = HttpsClient {
             addr: self.addr,
             ca_pem: self.ca_pem.clone(),
+            http2: false,
         };
         client.try_send(method, path, body).await
     }
@@ -176,6 +211,8 @@ impl Webhook {
 pub struct HttpsClient {
     pub addr: SocketAddr,
     pub ca_pem: String,
+    /// HTTP/2 (negotiated with ALPN h2, as the API server may) instead of HTTP/1.1.
+    pub http2: bool,
 }
 
 impl HttpsClient {
@@ -197,6 +234,12 @@ impl HttpsClient {
         .expect("TLS versions")
         .with_root_certificates(roots)
         .with_no_client_auth();
+        let mut config = config;
+        config.alpn_protocols = vec![if self.http2 {
+            b"h2".to_vec()
+        } else {
+            b"http/1.1".to_vec()
+        }];
         let tcp = TcpStream::connect(self.addr)
             .await
             .map_err(|e| format!("connect: {e}"))?;
@@ -205,21 +248,31 @@ impl HttpsClient {
             .connect(name, tcp)
             .await
             .map_err(|e| format!("TLS handshake verifying the injector's certificate: {e}"))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-            .await
-            .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
-        tokio::spawn(connection);
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", SERVICE_DNS_NAME)
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(body)))
-            .expect("a request");
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| format!("request: {e}"))?;
+        let negotiated = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+        let response = if self.http2 {
+            if negotiated.as_deref() != Some(b"h2") {
+                return Err(format!("ALPN did not settle on h2: {negotiated:?}"));
+            }
+            let (mut sender, connection) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+            tokio::spawn(connection);
+            let uri = format!("https://{SERVICE_DNS_NAME}{path}");
+            sender
+                .send_request(request(method, &uri, body))
+                .await
+                .map_err(|e| format!("request: {e}"))?
+        } else {
+            let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .map_err(|e| format!("HTTP/1.1 handshake: {e}"))?;
+            tokio::spawn(connection);
+            sender
+                .send_request(request(method, path, body))
+                .await
+                .map_err(|e| format!("request: {e}"))?
+        };
         let status = response.status();
         let body = response
             .into_body()
@@ -236,6 +289,16 @@ impl Drop for Webhook {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn request(method: Method, uri: &str, body: Vec<u8>) -> Request<Full<Bytes>> {
+    Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", SERVICE_DNS_NAME)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("a request")
 }
 
 /// A CA (PEM) and a serving certificate and key (PEM) it signed for SERVICE_DNS_NAME, as

@@ -206,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
     let local = listener
         .local_addr()
         .context("reading the listening address")?;
+    let shutdown = terminated()?;
     tracing::info!(
         listen = %local,
         path = server::INJECT_PATH,
@@ -213,23 +214,20 @@ async fn main() -> anyhow::Result<()> {
         namespace_lookup = ?args.namespace_lookup,
         "weft-injector serving AdmissionReview v1"
     );
-    server::serve(listener, tls, injector, terminated()).await;
+    server::serve(listener, tls, injector, shutdown).await;
     tracing::info!("weft-injector stopped");
     Ok(())
 }
 
-/// SIGTERM (the kubelet stopping the pod) or Ctrl-C.
-async fn terminated() {
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(term) => term,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot watch SIGTERM; stopping on Ctrl-C only");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// Resolves on SIGTERM (the kubelet stopping the pod) or Ctrl-C; the handler is in place as soon
+/// as this returns, before the injector says it serves.
+fn terminated() -> anyhow::Result<impl Future<Output = ()>> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("cannot watch SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    })
 }

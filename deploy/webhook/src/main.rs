@@ -20,7 +20,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing_subscriber::EnvFilter;
 use weft_inject::InjectOptions;
 
-use crate::certificate::{CertificateFiles, CertificateSlot};
+use crate::certificate::{CertificateFiles, CertificateSlot, FileContents, ServingCertificate};
 use crate::kubernetes::NamespaceSource;
 use crate::review::Injector;
 
@@ -129,33 +129,13 @@ async fn main() -> anyhow::Result<()> {
         tracing::debug!("a rustls provider was already installed");
     }
 
-    let files = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(CertificateFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-        }),
-        _ => None,
-    };
-    let (certificate, loaded) = match &files {
-        Some(files) => {
-            let contents = files.read()?;
-            (files.load(&contents)?, Some(contents))
-        }
-        None => (
-            certificate::generate(&certificate::service_dns_names(
-                &args.service_name,
-                &args.service_namespace,
-                &args.cluster_domain,
-            ))?,
-            None,
-        ),
-    };
+    let (certificate, renewal) = serving_certificate(&args)?;
     if let (Some(path), Some(ca_pem)) = (&args.write_ca, &certificate.ca_pem) {
         std::fs::write(path, ca_pem)
             .with_context(|| format!("writing the CA to {} (--write-ca)", path.display()))?;
     }
     let slot = CertificateSlot::new(Arc::clone(&certificate.key));
-    if let (Some(files), Some(loaded)) = (files, loaded) {
+    if let Some((files, loaded)) = renewal {
         tokio::spawn(certificate::keep_reloaded(
             files,
             Arc::clone(&slot),
@@ -165,17 +145,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let tls = TlsAcceptor::from(certificate::server_config(slot)?);
 
-    let needs_api =
-        args.namespace_lookup == NamespaceLookup::Api || args.patch_webhook_config.is_some();
-    let client = if needs_api {
-        Some(kube::Client::try_default().await.context(
-            "cannot configure the Kubernetes client (in-cluster service account or KUBECONFIG), \
-             needed by --namespace-lookup api and --patch-webhook-config; \
-             use --namespace-lookup off without --patch-webhook-config to run without the API",
-        )?)
-    } else {
-        None
-    };
+    let client = kubernetes_client(&args).await?;
     if let (Some(name), Some(ca_pem), Some(client)) =
         (&args.patch_webhook_config, &certificate.ca_pem, &client)
     {
@@ -217,6 +187,42 @@ async fn main() -> anyhow::Result<()> {
     server::serve(listener, tls, injector, shutdown).await;
     tracing::info!("weft-injector stopped");
     Ok(())
+}
+
+/// The generated certificate, or the files' with what was read (to notice their renewal).
+fn serving_certificate(
+    args: &Args,
+) -> anyhow::Result<(ServingCertificate, Option<(CertificateFiles, FileContents)>)> {
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        let files = CertificateFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        };
+        let contents = files.read()?;
+        let certificate = files.load(&contents)?;
+        return Ok((certificate, Some((files, contents))));
+    }
+    let names = certificate::service_dns_names(
+        &args.service_name,
+        &args.service_namespace,
+        &args.cluster_domain,
+    );
+    Ok((certificate::generate(&names)?, None))
+}
+
+/// A client when a flag needs the API: in-cluster service account, else KUBECONFIG.
+async fn kubernetes_client(args: &Args) -> anyhow::Result<Option<kube::Client>> {
+    let needs_api =
+        args.namespace_lookup == NamespaceLookup::Api || args.patch_webhook_config.is_some();
+    if !needs_api {
+        return Ok(None);
+    }
+    let client = kube::Client::try_default().await.context(
+        "cannot configure the Kubernetes client (in-cluster service account or KUBECONFIG), \
+         needed by --namespace-lookup api and --patch-webhook-config; \
+         use --namespace-lookup off without --patch-webhook-config to run without the API",
+    )?;
+    Ok(Some(client))
 }
 
 /// Resolves on SIGTERM (the kubelet stopping the pod) or Ctrl-C; the handler is in place as soon

@@ -4,6 +4,7 @@
 //! the CA the injector generated.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -11,6 +12,8 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Api;
 use kube::api::{Patch, PatchParams};
+
+use crate::namespace_dir::{DirError, NamespaceDir};
 
 /// How long a namespace lookup may take: well inside the webhook's `timeoutSeconds`.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(3);
@@ -31,6 +34,10 @@ pub enum LookupError {
         namespace: String,
         timeout: Duration,
     },
+    #[error(transparent)]
+    Dir(#[from] DirError),
+    #[error("reading Namespace {namespace} from --namespace-lookup file:{dir} did not finish")]
+    DirTask { namespace: String, dir: String },
 }
 
 /// Where the annotations of a pod's namespace come from (`--namespace-lookup`).
@@ -38,6 +45,8 @@ pub enum LookupError {
 pub enum NamespaceSource {
     /// GET /api/v1/namespaces/NAME for every reviewed pod.
     Api(kube::Client),
+    /// Namespace objects in a directory of YAML files (see `namespace_dir`).
+    File(Arc<NamespaceDir>),
     /// Only the pod's own annotations count.
     Off,
 }
@@ -45,8 +54,20 @@ pub enum NamespaceSource {
 impl NamespaceSource {
     /// The namespace's annotations; empty with `Off`.
     pub async fn annotations(&self, name: &str) -> Result<BTreeMap<String, String>, LookupError> {
-        let Self::Api(client) = self else {
-            return Ok(BTreeMap::new());
+        let client = match self {
+            Self::Api(client) => client,
+            Self::File(dir) => {
+                let shown = dir.dir().display().to_string();
+                let (dir, owned) = (Arc::clone(dir), name.to_owned());
+                return tokio::task::spawn_blocking(move || dir.annotations(&owned))
+                    .await
+                    .map_err(|_| LookupError::DirTask {
+                        namespace: name.to_owned(),
+                        dir: shown,
+                    })?
+                    .map_err(LookupError::from);
+            }
+            Self::Off => return Ok(BTreeMap::new()),
         };
         let api = Api::<Namespace>::all(client.clone());
         let namespace = tokio::time::timeout(LOOKUP_TIMEOUT, api.get(name))

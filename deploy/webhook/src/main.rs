@@ -3,6 +3,7 @@
 
 mod certificate;
 mod kubernetes;
+mod namespace_dir;
 mod patch;
 mod review;
 mod server;
@@ -14,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing_subscriber::EnvFilter;
@@ -22,6 +23,7 @@ use weft_inject::InjectOptions;
 
 use crate::certificate::{CertificateFiles, CertificateSlot, FileContents, ServingCertificate};
 use crate::kubernetes::NamespaceSource;
+use crate::namespace_dir::NamespaceDir;
 use crate::review::Injector;
 
 #[derive(Parser, Debug)]
@@ -74,11 +76,12 @@ struct Args {
     )]
     patch_webhook_config: Option<String>,
     /// Where a pod's namespace annotations come from: `api` reads the Namespace (needs get on
-    /// namespaces), `off` honours only the pod's own annotations.
+    /// namespaces), `file:DIR` reads Namespace objects from the YAML files in DIR (without the
+    /// API), `off` honours only the pod's own annotations.
     #[arg(
         long,
         env = "WEFT_INJECTOR_NAMESPACE_LOOKUP",
-        value_enum,
+        value_parser = parse_namespace_lookup,
         default_value = "api"
     )]
     namespace_lookup: NamespaceLookup,
@@ -101,10 +104,25 @@ struct Args {
     log: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum NamespaceLookup {
     Api,
+    File(PathBuf),
     Off,
+}
+
+fn parse_namespace_lookup(value: &str) -> Result<NamespaceLookup, String> {
+    match value {
+        "api" => Ok(NamespaceLookup::Api),
+        "off" => Ok(NamespaceLookup::Off),
+        _ => match value.strip_prefix("file:") {
+            Some("") => Err("file: needs a directory, e.g. file:/etc/weft/namespaces".to_owned()),
+            Some(dir) => Ok(NamespaceLookup::File(PathBuf::from(dir))),
+            None => Err(format!(
+                "{value:?} is not a namespace lookup: use api, file:DIR or off"
+            )),
+        },
+    }
 }
 
 #[tokio::main]
@@ -155,8 +173,11 @@ async fn main() -> anyhow::Result<()> {
             ca_pem.clone(),
         ));
     }
-    let namespaces = match (args.namespace_lookup, client) {
+    let namespaces = match (&args.namespace_lookup, client) {
         (NamespaceLookup::Api, Some(client)) => NamespaceSource::Api(client),
+        (NamespaceLookup::File(dir), _) => {
+            NamespaceSource::File(Arc::new(NamespaceDir::new(dir.clone())?))
+        }
         _ => NamespaceSource::Off,
     };
     let injector = Arc::new(Injector {
@@ -181,12 +202,21 @@ async fn main() -> anyhow::Result<()> {
         listen = %local,
         path = server::INJECT_PATH,
         certificate = if certificate.ca_pem.is_some() { "generated" } else { "files" },
-        namespace_lookup = ?args.namespace_lookup,
+        namespace_lookup = %shown(&args.namespace_lookup),
         "weft-injector serving AdmissionReview v1"
     );
     server::serve(listener, tls, injector, shutdown).await;
     tracing::info!("weft-injector stopped");
     Ok(())
+}
+
+/// The lookup as the flag spells it, for the start-up line.
+fn shown(lookup: &NamespaceLookup) -> String {
+    match lookup {
+        NamespaceLookup::Api => "api".to_owned(),
+        NamespaceLookup::File(dir) => format!("file:{}", dir.display()),
+        NamespaceLookup::Off => "off".to_owned(),
+    }
 }
 
 /// The generated certificate, or the files' with what was read (to notice their renewal).
@@ -220,7 +250,7 @@ async fn kubernetes_client(args: &Args) -> anyhow::Result<Option<kube::Client>> 
     let client = kube::Client::try_default().await.context(
         "cannot configure the Kubernetes client (in-cluster service account or KUBECONFIG), \
          needed by --namespace-lookup api and --patch-webhook-config; \
-         use --namespace-lookup off without --patch-webhook-config to run without the API",
+         use --namespace-lookup file:DIR or off without --patch-webhook-config to run without the API",
     )?;
     Ok(Some(client))
 }

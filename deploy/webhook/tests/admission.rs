@@ -382,6 +382,93 @@ async fn unreadable_namespace_admits_the_pod_unchanged_with_a_warning() {
     );
 }
 
+#[tokio::test]
+async fn namespace_annotations_come_from_a_directory_without_the_api() {
+    // The testbed's cluster directory holds Namespaces beside discovery's objects; the injector
+    // reads the Namespaces and ignores the rest.
+    let dir = ScratchDir::new("namespaces");
+    let namespace = recorded("namespace-shop.json");
+    let yaml = format!(
+        "{}\n---\napiVersion: v1\nkind: Service\nmetadata: {{name: catalog, namespace: shop}}\n",
+        namespace
+    );
+    std::fs::write(dir.0.join("namespace-shop.yaml"), yaml).expect("write the Namespace");
+    std::fs::write(
+        dir.0.join("namespace-strict.yaml"),
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: strict\n  annotations: {weft.io/inject: enabled, weft.io/timeout: soon}\n",
+    )
+    .expect("write the Namespace");
+    let lookup = format!("file:{}", dir.0.display());
+    let mut args = vec!["--namespace-lookup", lookup.as_str()];
+    args.extend_from_slice(CONTROL_PLANE_ARGS);
+    // No Kubernetes configuration at all: file: needs none.
+    let webhook = Webhook::start(&args, &[("KUBECONFIG", "/nonexistent/kubeconfig")]);
+
+    // Meshed by its namespace alone, with the namespace's default log format.
+    let pod = without_annotation(recorded("pod-catalog.json"), "weft.io/inject");
+    let response = webhook
+        .review(&admission_review("7c1e0f3a-20", "CREATE", "shop", &pod))
+        .await;
+    assert_eq!(response["allowed"], true, "{response}");
+    let patched = apply(&response, &pod);
+    let expected = cli_output(&[namespace, pod.clone()]).remove(1);
+    assert_eq!(patched, expected);
+
+    // A bad annotation on the Namespace denies its pods, naming the namespace.
+    let mut strict = pod.clone();
+    strict["metadata"]["namespace"] = json!("strict");
+    let response = webhook
+        .review(&admission_review(
+            "7c1e0f3a-21",
+            "CREATE",
+            "strict",
+            &strict,
+        ))
+        .await;
+    assert_eq!(response["allowed"], false, "{response}");
+    let message = response["status"]["message"].as_str().expect("a message");
+    assert!(message.contains("Namespace strict"), "{message}");
+    assert!(message.contains("weft.io/timeout"), "{message}");
+
+    // A namespace the directory does not hold: the injector's failure, the pod goes unchanged.
+    let mut elsewhere = pod.clone();
+    elsewhere["metadata"]["namespace"] = json!("elsewhere");
+    let response = webhook
+        .review(&admission_review(
+            "7c1e0f3a-22",
+            "CREATE",
+            "elsewhere",
+            &elsewhere,
+        ))
+        .await;
+    assert_eq!(response["allowed"], true, "{response}");
+    assert!(response.get("patch").is_none(), "{response}");
+    let warning = response["warnings"][0].as_str().expect("a warning");
+    assert!(
+        warning.contains("Namespace elsewhere is not in --namespace-lookup file:"),
+        "{warning}"
+    );
+}
+
+#[test]
+fn a_namespace_directory_that_cannot_be_read_fails_the_start_naming_the_flag() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_weft-injector"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--namespace-lookup",
+            "file:/nonexistent/weft-namespaces",
+        ])
+        .output()
+        .expect("run weft-injector");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--namespace-lookup file:/nonexistent/weft-namespaces"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn namespace_lookup_without_any_kubernetes_configuration_fails_naming_the_flag() {
     let home = ScratchDir::new("home");

@@ -1,8 +1,9 @@
 //! The admin server: `/live`, `/ready`, `/metrics` for the kubelet and Prometheus, and
-//! `/shutdown` (loopback peers only) to start the same drain as SIGTERM.
+//! `/shutdown` (loopback peers only) to start the same drain as SIGTERM, and the app's own probes
+//! under `/app-health/` (see `app_probe`).
 
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
+use crate::app_probe::AppProbes;
 use crate::drain::Drain;
 use crate::metrics::{Metrics, prometheus_text};
 use crate::readiness::Readiness;
@@ -27,6 +29,10 @@ pub struct Admin {
     readiness: Readiness,
     listeners: ReadyCondition,
     drain: Drain,
+    probes: Arc<AppProbes>,
+    pod_ip: Option<IpAddr>,
+    /// Set by `/shutdown`: whoever asked is done with the proxy (see `sidecar`).
+    shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Admin {
@@ -38,7 +44,45 @@ impl Admin {
             readiness,
             listeners,
             drain,
+            probes: Arc::default(),
+            pod_ip: None,
+            shutdown: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
+    }
+
+    /// The app's probes the kubelet sends here (`/app-health/<container>/<kind>`), run against
+    /// the app at `pod_ip` (loopback when unknown).
+    pub fn with_app_probes(mut self, probes: AppProbes, pod_ip: Option<IpAddr>) -> Self {
+        self.probes = Arc::new(probes);
+        self.pod_ip = pod_ip;
+        self
+    }
+
+    /// Runs the app probe at `name` (the path below `/app-health/`): 200 when it passes, 503
+    /// with the reason when it fails, 404 when the injector declared no such probe.
+    pub async fn app_health(&self, method: &Method, name: &str) -> Response<Full<Bytes>> {
+        if method != Method::GET && method != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        }
+        let Some(probe) = self.probes.get(name) else {
+            return text(StatusCode::NOT_FOUND, "no such app probe (WEFT_APP_PROBES)");
+        };
+        match probe.run(self.pod_ip).await {
+            Ok(()) => text(StatusCode::OK, "ok"),
+            Err(failure) => {
+                debug!(probe = name, reason = %failure, "app probe failed");
+                let mut resp = text(StatusCode::SERVICE_UNAVAILABLE, "");
+                *resp.body_mut() = Full::new(Bytes::from(format!("app probe failed: {failure}")));
+                resp
+            }
+        }
+    }
+
+    /// Resolves once `/shutdown` has been asked for.
+    pub async fn shutdown_requested(&self) {
+        let mut rx = self.shutdown.subscribe();
+        // The sender lives in `self`, so the wait cannot fail while we hold it.
+        let _ = rx.wait_for(|requested| *requested).await;
     }
 
     /// Where other parts of the proxy add what `/ready` must wait for.
@@ -93,6 +137,7 @@ impl Admin {
             (&Method::POST, "/shutdown") => {
                 if peer.ip().to_canonical().is_loopback() {
                     info!(%peer, "shutdown requested through the admin server");
+                    self.shutdown.send_replace(true);
                     self.drain.start();
                     text(StatusCode::OK, "shutting down")
                 } else {
@@ -140,13 +185,20 @@ impl Admin {
             tokio::spawn(async move {
                 let service =
                     hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                        let resp = admin.respond(
-                            req.method(),
-                            req.uri().path(),
-                            peer,
-                            accepts_openmetrics(&req),
-                        );
-                        async move { Ok::<_, Infallible>(resp) }
+                        let admin = admin.clone();
+                        async move {
+                            let path = req.uri().path();
+                            let resp = match path.strip_prefix("/app-health/") {
+                                Some(name) => admin.app_health(req.method(), name).await,
+                                None => admin.respond(
+                                    req.method(),
+                                    path,
+                                    peer,
+                                    accepts_openmetrics(&req),
+                                ),
+                            };
+                            Ok::<_, Infallible>(resp)
+                        }
                     });
                 if let Err(err) = builder
                     .serve_connection(TokioIo::new(stream), service)

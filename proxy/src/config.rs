@@ -1,7 +1,7 @@
 //! The proxy's configuration: every `WEFT_*` environment variable is also a `--flag`, parsed by
 //! clap with the value parsers of `weft-settings`, so the injector and the proxy agree on syntax.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use clap::error::{ContextKind, ContextValue, ErrorKind};
@@ -9,6 +9,7 @@ use weft_settings::{
     GrpcCodeSet, InboundAuthz, InboundPolicy, LogFormat, PortSet, Rate, StatusSet,
 };
 
+use crate::app_probe::AppProbes;
 use crate::identity::config::IdentityConfig;
 use crate::resilience::breaker::BreakerConfig;
 use crate::resilience::policy::{LimitsPolicy, ResiliencePolicy, RetryPolicy, defaults};
@@ -86,6 +87,24 @@ pub struct ProxyConfig {
     /// The pod's name (downward API), for discovery's logs.
     #[arg(long, env = "WEFT_POD_NAME", default_value = "")]
     pub pod_name: String,
+
+    /// The pod's IP (downward API): where the app's probes (WEFT_APP_PROBES) are sent, as the
+    /// kubelet would; unset: loopback.
+    #[arg(long, env = "WEFT_POD_IP", value_parser = parse_pod_ip)]
+    pub pod_ip: Option<IpAddr>,
+
+    /// The app containers' kubelet probes, which the injector points at the admin port
+    /// (/app-health/<container>/<kind>): a JSON object of Kubernetes probes by
+    /// "<container>/<kind>", ports as numbers. The proxy runs each against the app.
+    #[arg(long, env = "WEFT_APP_PROBES", default_value = "", value_parser = parse_app_probes)]
+    pub app_probes: AppProbes,
+
+    /// After SIGTERM, the app's outbound calls keep being served until no connection has been
+    /// open for this long (or WEFT_SHUTDOWN_GRACE ends); new inbound connections are refused at
+    /// once. 0s: drain everything at once (native sidecars, which the kubelet stops only after
+    /// the app has exited).
+    #[arg(long, env = "WEFT_SHUTDOWN_QUIET_PERIOD", default_value = "5s", value_parser = weft_settings::parse_duration)]
+    pub shutdown_quiet_period: Duration,
 
     /// After SIGTERM or /shutdown, how long in-flight work may continue before exiting.
     #[arg(long, env = "WEFT_SHUTDOWN_GRACE", default_value = "30s", value_parser = weft_settings::parse_duration)]
@@ -237,6 +256,15 @@ fn parse_host_port(value: &str) -> Result<String, String> {
 /// Turns clap's report of a refused value into one line naming the environment variable, e.g.
 /// `invalid WEFT_DETECT_TIMEOUT="abc": expected a duration ...`. Other errors (help, unknown
 /// flags) are left to clap.
+fn parse_pod_ip(text: &str) -> Result<IpAddr, String> {
+    text.parse()
+        .map_err(|_| "expected an IP address (the downward API's status.podIP)".to_owned())
+}
+
+fn parse_app_probes(text: &str) -> Result<AppProbes, String> {
+    AppProbes::parse(text).map_err(|err| err.to_string())
+}
+
 pub fn describe_invalid_value(err: &clap::Error, command: &clap::Command) -> Option<String> {
     if !matches!(
         err.kind(),

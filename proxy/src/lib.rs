@@ -6,6 +6,7 @@
 //! together from a `config::ProxyConfig`.
 
 pub mod admin;
+pub mod app_probe;
 pub mod backoff;
 pub mod balance;
 pub mod config;
@@ -35,6 +36,7 @@ pub mod resilience;
 
 pub mod sidecar;
 pub mod tls;
+pub mod wait_ready;
 
 #[cfg(test)]
 pub(crate) mod test_support;

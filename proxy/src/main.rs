@@ -6,6 +6,7 @@ use anyhow::Context as _;
 use clap::{CommandFactory, Parser, Subcommand};
 use weft_init::InitArgs;
 use weft_proxy::config::{ProxyConfig, describe_invalid_value};
+use weft_proxy::wait_ready::WaitReadyArgs;
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +26,9 @@ struct Cli {
 enum Command {
     /// Install (or with --remove, take out) the pod's iptables rules.
     Init(InitArgs),
+    /// Wait until the proxy's /ready answers 200 (a classic sidecar's postStart hook, so the
+    /// kubelet starts the app containers only once the proxy is ready).
+    WaitReady(WaitReadyArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +50,16 @@ fn main() -> ExitCode {
             }
             Err(err) => {
                 eprintln!("weft-proxy init: {err}");
+                ExitCode::FAILURE
+            }
+        },
+        Some(Command::WaitReady(args)) => match weft_proxy::wait_ready::wait(&args) {
+            Ok(waited) => {
+                println!("weft-proxy ready after {waited:?}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("weft-proxy wait-ready: {err}");
                 ExitCode::FAILURE
             }
         },

@@ -2,6 +2,7 @@
 //! drain within the grace period.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
@@ -56,7 +57,9 @@ pub enum SidecarError {
 pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
     let metrics = Arc::new(Metrics::new());
     let drain = Drain::new();
-    let admin = Admin::new(metrics.clone(), drain.clone());
+    let outbound_drain = Drain::new();
+    let admin = Admin::new(metrics.clone(), drain.clone())
+        .with_app_probes(config.app_probes.clone(), config.pod_ip);
 
     let admin_listener = bind("WEFT_ADMIN_ADDR", config.admin_addr).await?;
     let outbound_listener = bind("WEFT_OUTBOUND_ADDR", config.outbound_addr).await?;
@@ -86,6 +89,7 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
     let shared = Shared {
         metrics: metrics.clone(),
         drain: drain.clone(),
+        outbound_drain: outbound_drain.clone(),
         loop_guard: LoopGuard::new(own_ports),
         discovery: Some(discovery(&config, &metrics)?),
         identity,
@@ -96,7 +100,7 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
         let side = outbound.clone();
         tokio::spawn(accept_loop(
             listener,
-            drain.clone(),
+            side.common.drain.clone(),
             move |stream, peer, watch| {
                 let side = side.clone();
                 async move { outbound::path::handle(&side, stream, peer, watch).await }
@@ -108,7 +112,7 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
         let side = inbound.clone();
         tokio::spawn(accept_loop(
             listener,
-            drain.clone(),
+            side.common.drain.clone(),
             move |stream, peer, watch| {
                 let side = side.clone();
                 async move { inbound::path::handle(&side, stream, peer, watch).await }
@@ -124,15 +128,32 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
     );
 
     let cause = tokio::select! {
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
-        () = drain.started() => "/shutdown",
+        _ = sigterm.recv() => Shutdown::Signal("SIGTERM"),
+        _ = sigint.recv() => Shutdown::Signal("SIGINT"),
+        () = drain.started() => Shutdown::Admin,
     };
+    let deadline = tokio::time::Instant::now() + config.shutdown_grace;
     drain.start();
-    info!(cause, grace = ?config.shutdown_grace, "draining: no new connections, finishing in-flight ones");
-    match drain.finish(config.shutdown_grace).await {
-        Ok(()) => info!("drained; exiting"),
-        Err(open) => {
+    match cause {
+        Shutdown::Signal(signal) => {
+            info!(cause = signal, grace = ?config.shutdown_grace, quiet = ?config.shutdown_quiet_period, "draining: no new inbound connections; the app's outbound calls are served until the proxy has been quiet (WEFT_SHUTDOWN_QUIET_PERIOD)");
+            tokio::select! {
+                () = wait_until_quiet(&metrics, config.shutdown_quiet_period, deadline) => {}
+                // The app (or its wrapper) says it is done with the proxy.
+                () = admin.shutdown_requested() => info!("/shutdown: draining the outbound side too"),
+            }
+        }
+        Shutdown::Admin => {
+            info!(cause = "/shutdown", grace = ?config.shutdown_grace, "draining: no new connections, finishing in-flight ones")
+        }
+    }
+    outbound_drain.start();
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let (inbound, outbound) = tokio::join!(drain.finish(left), outbound_drain.finish(left));
+    match (inbound, outbound) {
+        (Ok(()), Ok(())) => info!("drained; exiting"),
+        (inbound, outbound) => {
+            let open = inbound.err().unwrap_or(0) + outbound.err().unwrap_or(0);
             let still_open: Vec<String> = metrics
                 .open_connections()
                 .into_iter()
@@ -147,6 +168,39 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
         }
     }
     Ok(())
+}
+
+/// What started the shutdown.
+enum Shutdown {
+    /// SIGTERM or SIGINT: the app may still be shutting down and calling out.
+    Signal(&'static str),
+    /// `/shutdown`: whoever asked is done with the proxy.
+    Admin,
+}
+
+/// Resolves once no connection has been open for `quiet` (at once when `quiet` is zero), or at
+/// `deadline`. Polled: a shutdown can afford a tenth of a second; a connection that came and went
+/// between two looks still counts, by the accepted total.
+async fn wait_until_quiet(metrics: &Metrics, quiet: Duration, deadline: tokio::time::Instant) {
+    if quiet.is_zero() {
+        return;
+    }
+    let mut quiet_since: Option<tokio::time::Instant> = None;
+    let mut seen = metrics.connection_totals().0;
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let (opened, open) = metrics.connection_totals();
+        if open > 0 || opened != seen {
+            seen = opened;
+            quiet_since = None;
+        } else if now.duration_since(*quiet_since.get_or_insert(now)) >= quiet {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100).min(deadline - now)).await;
+    }
 }
 
 /// The discovery client: the discovery service when WEFT_DISCOVERY_ADDR is set, else DNS only.

@@ -96,6 +96,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "HTTP services",
         &[
+            "app_probe",
             "http::balance",
             "http::client_identity",
             "http::endpoint",
@@ -134,6 +135,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "outbound",
             "outbound::path",
             "sidecar",
+            "wait_ready",
         ],
     ),
 ];

@@ -405,7 +405,8 @@ fn sigterm_drains_a_slow_request() {
             false,
             Duration::from_millis(1500),
         );
-        let mut proxy = Proxy::start(&name, &[]).await;
+        // As a native sidecar runs it: the kubelet sends SIGTERM only once the app is gone.
+        let mut proxy = Proxy::start(&name, &[("WEFT_SHUTDOWN_QUIET_PERIOD", "0s")]).await;
         let mut client = h1_client("127.0.0.2:8084").await;
         let req = http::Request::get("/slow")
             .header("host", "app")

@@ -92,7 +92,10 @@ impl Common {
             metrics: shared.metrics.clone(),
             pool: Pool::shared(config.connect_timeout, config.idle_timeout),
             http: HttpServer::new(),
-            drain: shared.drain.clone(),
+            drain: match direction {
+                Direction::Inbound => shared.drain.clone(),
+                Direction::Outbound => shared.outbound_drain.clone(),
+            },
             upstreams: Arc::new(Upstreams::new(
                 direction,
                 policy,
@@ -106,7 +109,10 @@ impl Common {
 #[derive(Clone)]
 pub struct Shared {
     pub metrics: Arc<Metrics>,
+    /// Started by SIGTERM or `/shutdown`: the inbound side stops taking connections.
     pub drain: Drain,
+    /// Started once the app is done with the proxy (see `sidecar`): the outbound side stops.
+    pub outbound_drain: Drain,
     pub loop_guard: LoopGuard,
     pub discovery: Option<Discovery>,
     pub identity: Option<Arc<LocalIdentity>>,

@@ -258,6 +258,29 @@ impl Metrics {
         }
     }
 
+    /// Connections accepted so far and open now, over both directions: a change in the first
+    /// shows a connection that came and went between two looks.
+    pub fn connection_totals(&self) -> (u64, i64) {
+        let mut opened = 0;
+        let mut open = 0;
+        for direction in [Direction::Outbound, Direction::Inbound] {
+            for protocol in [
+                Protocol::Http1,
+                Protocol::Http2,
+                Protocol::Tls,
+                Protocol::Opaque,
+            ] {
+                let labels = ConnLabels {
+                    direction,
+                    protocol,
+                };
+                opened += self.tcp_open.get_or_create(&labels).get();
+                open += self.tcp_open_connections.get_or_create(&labels).get();
+            }
+        }
+        (opened, open)
+    }
+
     /// Connections open right now, per direction and protocol (only those with any).
     pub fn open_connections(&self) -> Vec<(Direction, Protocol, i64)> {
         let mut open = Vec::new();

@@ -916,3 +916,90 @@ fn trust_anchor_sync_refuses_a_bad_interval_naming_it() {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The lines of build-offline's shell function `name` (from `name() {` to the closing `}`).
+fn shell_function<'a>(script: &'a str, name: &str) -> Vec<&'a str> {
+    script
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("{name}() {{")))
+        .skip(1)
+        .take_while(|l| *l != "}")
+        .collect()
+}
+
+/// What build-offline's `case` in function `name` says for `image` (the `*)` arm otherwise).
+fn offline_value(script: &str, name: &str, image: &str) -> String {
+    let lines = shell_function(script, name);
+    let arm = |label: &str| {
+        lines
+            .iter()
+            .find(|l| l.trim_start().starts_with(&format!("{label})")))
+            .and_then(|l| l.split('"').nth(1))
+            .map(str::to_owned)
+    };
+    arm(image)
+        .or_else(|| arm("*"))
+        .unwrap_or_else(|| panic!("build-offline's {name} has no answer for {image}"))
+}
+
+#[test]
+fn dockerfile_and_offline_build_make_the_same_images() {
+    let dockerfile =
+        std::fs::read_to_string(repo().join("deploy/images/Dockerfile")).expect("Dockerfile");
+    let offline =
+        std::fs::read_to_string(repo().join("deploy/images/build-offline")).expect("build-offline");
+    let stage = |name: &str| -> String {
+        let start = dockerfile
+            .find(&format!(" AS {name}\n"))
+            .unwrap_or_else(|| panic!("the Dockerfile has no stage {name}"));
+        let rest = &dockerfile[start..];
+        rest[..rest[1..].find("\nFROM ").map_or(rest.len(), |i| i + 1)].to_owned()
+    };
+    let installed = |text: &str| -> BTreeSet<String> {
+        text.split("apt-get install -y --no-install-recommends ")
+            .skip(1)
+            .flat_map(|rest| {
+                rest.split(|c| c == '\\' || c == '&' || c == '\n')
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let base = installed(&stage("runtime"));
+    for image in IMAGES {
+        let stage = stage(image);
+        let mut packages = base.clone();
+        packages.extend(installed(&stage));
+        // passwd is in Debian's slim image already; minbase needs it for useradd.
+        let offline_packages: BTreeSet<String> = offline_value(&offline, "packages_of", image)
+            .split(',')
+            .filter(|p| *p != "passwd")
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            packages, offline_packages,
+            "{image}: Debian packages differ"
+        );
+        let user = offline_value(&offline, "user_of", image);
+        assert!(
+            stage.contains(&format!("\nUSER {user}\n")),
+            "{image}: the Dockerfile's USER is not build-offline's {user}"
+        );
+        let ports = offline_value(&offline, "ports_of", image);
+        assert!(
+            stage.contains(&format!("\nEXPOSE {ports}\n")),
+            "{image}: the Dockerfile exposes other ports than build-offline's {ports}"
+        );
+        assert!(
+            stage.contains(&format!("ENTRYPOINT [\"/usr/local/bin/{image}\"]")),
+            "{image}: entrypoint"
+        );
+        assert!(
+            stage.contains(&format!("org.opencontainers.image.title=\"{image}\"")),
+            "{image}: OCI title label"
+        );
+    }
+}

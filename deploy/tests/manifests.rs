@@ -959,7 +959,7 @@ fn dockerfile_and_offline_build_make_the_same_images() {
         text.split("apt-get install -y --no-install-recommends ")
             .skip(1)
             .flat_map(|rest| {
-                rest.split(|c| c == '\\' || c == '&' || c == '\n')
+                rest.split(['\\', '&', '\n'])
                     .next()
                     .unwrap_or("")
                     .split_whitespace()

@@ -129,12 +129,17 @@ mod yaml11_tests {
         );
         let yaml = to_yaml(&docs).unwrap();
         assert!(yaml.contains("defaultMode: 420\n"), "{yaml}");
-        assert!(yaml.contains("quoted: '0644'") || yaml.contains("quoted: \"0644\""), "{yaml}");
+        assert!(
+            yaml.contains("quoted: '0644'") || yaml.contains("quoted: \"0644\""),
+            "{yaml}"
+        );
     }
 
     #[test]
     fn yaml11_boolean_spellings_stay_strings_and_are_written_quoted() {
-        let words = ["yes", "Yes", "YES", "no", "No", "on", "On", "ON", "off", "Off", "y", "n"];
+        let words = [
+            "yes", "Yes", "YES", "no", "No", "on", "On", "ON", "off", "Off", "y", "n",
+        ];
         let yaml: String = words.iter().map(|w| format!("k{w}: {w}\n")).collect();
         let doc = &parse_manifests(&yaml).unwrap()[0];
         for w in words {

@@ -34,13 +34,18 @@ pub fn api_version(doc: &Value) -> Option<&str> {
     doc.get("apiVersion").and_then(Value::as_str)
 }
 
-/// The path to the pod template when `doc` is a Kubernetes API object that runs pods.
+/// The path to the pod template when `doc` is a Kubernetes API object that runs pods. An object
+/// with no apiVersion at all (hand-written snippets, the testbed's manifests) is taken to be of
+/// its kind's Kubernetes API; one naming another apiVersion is not a workload.
 pub fn pod_template_path(doc: &Value) -> Option<&'static [&'static str]> {
     let kind = kind(doc)?;
-    let api_version = api_version(doc)?;
+    let api_version = match doc.get("apiVersion") {
+        None | Some(Value::Null) => None,
+        Some(other) => Some(other.as_str()?),
+    };
     WORKLOADS
         .iter()
-        .find(|(a, k, _)| *a == api_version && *k == kind)
+        .find(|(a, k, _)| *k == kind && api_version.is_none_or(|api| api == *a))
         .map(|(_, _, path)| *path)
 }
 
@@ -165,7 +170,11 @@ mod tests {
         assert_eq!(path("example.com/v1", "Job"), None);
         assert_eq!(path("batch/v1beta1", "CronJob"), None);
         assert_eq!(path("apps/v1", "Job"), None);
-        assert_eq!(pod_template_path(&json!({"kind": "Pod"})), None);
+        assert_eq!(pod_template_path(&json!({"kind": "Pod"})), Some(&[][..]));
+        assert_eq!(
+            pod_template_path(&json!({"kind": "Job", "apiVersion": 1})),
+            None
+        );
         assert_eq!(pod_template_path(&json!("just a string")), None);
         assert_eq!(pod_template_path(&json!({"kind": 3})), None);
     }

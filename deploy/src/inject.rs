@@ -9,8 +9,13 @@ use crate::InjectError;
 use crate::annotations::Annotations;
 use crate::control_plane::control_plane_env;
 use crate::namespaces::Namespaces;
-use crate::sidecar::{PROXY_CONTAINER, image, init_container, proxy_container};
-use crate::workload::{describe, namespace, pod_template_mut, pod_template_path};
+use crate::outcome::{Action, Injection, Outcome};
+use crate::sidecar::{image, init_container, proxy_container};
+use crate::uninject::{is_injected, strip_injection};
+use crate::workload::{
+    DEFAULT_NAMESPACE, api_version, describe, describe_in, is_workload_namesake, list_items_mut,
+    namespace_or, pod_template_mut, pod_template_path,
+};
 use crate::workload_identity::add_identity;
 
 /// The value of `weft.io/injected` on every pod the injector meshes.
@@ -46,36 +51,161 @@ impl Default for InjectOptions {
 }
 
 /// Adds the sidecar to every pod (or pod template) that is meshed by its own or its namespace's
-/// `weft.io/inject: enabled` and not `disabled` on the pod. Everything else is returned as given.
+/// `weft.io/inject: enabled` and not `disabled` on the pod, and brings older injections up to the
+/// current settings. Everything else is returned as given.
 pub fn inject(docs: Vec<Value>, opts: &InjectOptions) -> Result<Vec<Value>, InjectError> {
-    let namespaces = Namespaces::collect(&opts.namespaces, &docs)?;
-    docs.into_iter()
-        .map(|doc| inject_one(doc, &namespaces, opts))
-        .collect()
+    Ok(inject_with_outcomes(docs, opts)?.docs)
 }
 
-fn inject_one(
-    mut doc: Value,
+/// [`inject`], also saying what happened to each workload (the items of `List` documents too).
+pub fn inject_with_outcomes(
+    mut docs: Vec<Value>,
+    opts: &InjectOptions,
+) -> Result<Injection, InjectError> {
+    let namespaces = Namespaces::collect(&opts.namespaces, &docs)?;
+    let mut outcomes = Vec::new();
+    for doc in &mut docs {
+        visit(doc, &mut outcomes, &mut |object| {
+            inject_in(object, None, &namespaces, opts)
+        })?;
+    }
+    Ok(Injection { docs, outcomes })
+}
+
+/// Takes out every injection (`weft-inject --uninject`): what injecting added goes, nothing else.
+pub fn uninject(mut docs: Vec<Value>) -> Result<Injection, InjectError> {
+    let mut outcomes = Vec::new();
+    for doc in &mut docs {
+        visit(doc, &mut outcomes, &mut |object| {
+            let Some(path) = pod_template_path(object) else {
+                return Ok(None);
+            };
+            let name = describe(object);
+            let template = pod_template_mut(object, path, &name)?;
+            let action = if strip_injection(template) {
+                Action::Uninjected("--uninject".to_owned())
+            } else {
+                Action::Skipped("not injected".to_owned())
+            };
+            Ok(Some(Outcome {
+                object: name,
+                action,
+            }))
+        })?;
+    }
+    Ok(Injection { docs, outcomes })
+}
+
+/// Injects one object as an admission webhook sees it: a Pod, or any workload with a pod
+/// template. `namespace` is where the object lives when its metadata names none (the
+/// admission request's namespace); the namespace's own annotations come from
+/// `opts.namespaces`. `None` when the object runs no pods (it is left as it is).
+pub fn inject_object(
+    object: &mut Value,
+    namespace: Option<&str>,
+    opts: &InjectOptions,
+) -> Result<Option<Outcome>, InjectError> {
+    let namespaces = Namespaces::collect(&opts.namespaces, &[])?;
+    inject_in(object, namespace, &namespaces, opts)
+}
+
+/// Calls `on_object` for `doc`, or for each item of `doc` when it is a list (recursively).
+fn visit<F>(
+    doc: &mut Value,
+    outcomes: &mut Vec<Outcome>,
+    on_object: &mut F,
+) -> Result<(), InjectError>
+where
+    F: FnMut(&mut Value) -> Result<Option<Outcome>, InjectError>,
+{
+    if let Some(items) = list_items_mut(doc) {
+        for item in items {
+            visit(item, outcomes, on_object)?;
+        }
+        return Ok(());
+    }
+    outcomes.extend(on_object(doc)?);
+    Ok(())
+}
+
+fn inject_in(
+    doc: &mut Value,
+    namespace: Option<&str>,
     namespaces: &Namespaces,
     opts: &InjectOptions,
-) -> Result<Value, InjectError> {
-    let Some(path) = pod_template_path(&doc) else {
-        return Ok(doc);
+) -> Result<Option<Outcome>, InjectError> {
+    let namespace = namespace_or(doc, namespace.unwrap_or(DEFAULT_NAMESPACE)).to_owned();
+    let object = describe_in(doc, &namespace);
+    let Some(path) = pod_template_path(doc) else {
+        if is_workload_namesake(doc) {
+            let api = api_version(doc).unwrap_or("no apiVersion");
+            return Ok(Some(Outcome {
+                object,
+                action: Action::Skipped(format!(
+                    "{api} is not a Kubernetes workload API, so it runs no pod to mesh"
+                )),
+            }));
+        }
+        return Ok(None);
     };
-    let object = describe(&doc);
-    let namespace_annotations = namespaces.get(namespace(&doc));
-    let template = pod_template_mut(&mut doc, path, &object)?;
-    if has_proxy_container(template) {
-        return Ok(doc);
+    let namespace_annotations = namespaces.get(&namespace);
+    let template = pod_template_mut(doc, path, &object)?;
+    let action = decide(template, &namespace_annotations, opts, &object)?;
+    Ok(Some(Outcome { object, action }))
+}
+
+/// Meshes, re-meshes, un-meshes or leaves the pod template, and says which.
+fn decide(
+    template: &mut Map<String, Value>,
+    namespace_annotations: &Annotations,
+    opts: &InjectOptions,
+    object: &str,
+) -> Result<Action, InjectError> {
+    let injected = is_injected(template);
+    let mode = own_inject_mode(template, object)?.or(namespace_annotations.inject_mode());
+    let host_network = template
+        .get("spec")
+        .and_then(|spec| spec.get("hostNetwork"))
+        .and_then(Value::as_bool)
+        == Some(true);
+    match mode {
+        Some(InjectMode::Enabled) if host_network => Ok(Action::Skipped(
+            "hostNetwork: the sidecar's iptables rules would take over the node's own traffic"
+                .to_owned(),
+        )),
+        Some(InjectMode::Enabled) => {
+            let pod_annotations = Annotations::from_metadata(template.get("metadata"), object)?;
+            let effective = namespace_annotations
+                .clone()
+                .overridden_by(&pod_annotations);
+            let mut fresh = template.clone();
+            strip_injection(&mut fresh);
+            add_sidecar(&mut fresh, &effective, opts, object)?;
+            if !injected {
+                *template = fresh;
+                Ok(Action::Injected)
+            } else if fresh == *template {
+                // Equal as values: keep the original, so the output is byte for byte the same.
+                Ok(Action::Unchanged)
+            } else {
+                *template = fresh;
+                Ok(Action::Updated)
+            }
+        }
+        Some(InjectMode::Disabled) if injected => {
+            strip_injection(template);
+            Ok(Action::Uninjected("weft.io/inject: disabled".to_owned()))
+        }
+        None if injected => Ok(Action::Skipped(
+            "already injected, and neither it nor its namespace says weft.io/inject in this \
+             input, so its injection is kept as it is"
+                .to_owned(),
+        )),
+        Some(InjectMode::Disabled) => Ok(Action::Skipped("weft.io/inject: disabled".to_owned())),
+        None => Ok(Action::Skipped(
+            "not meshed (no weft.io/inject: enabled on it or its namespace)".to_owned(),
+        )),
     }
-    let mode = own_inject_mode(template, &object)?.or(namespace_annotations.inject_mode());
-    if mode != Some(InjectMode::Enabled) {
-        return Ok(doc);
-    }
-    let pod_annotations = Annotations::from_metadata(template.get("metadata"), &object)?;
-    let effective = namespace_annotations.overridden_by(&pod_annotations);
-    add_sidecar(template, &effective, opts, &object)?;
-    Ok(doc)
 }
 
 /// The pod's own `weft.io/inject`, read before anything else is validated: annotations of pods
@@ -96,18 +226,6 @@ fn own_inject_mode(
     only_inject.insert(key, value.clone());
     let metadata = serde_json::json!({ "annotations": only_inject });
     Ok(Annotations::from_metadata(Some(&metadata), object)?.inject_mode())
-}
-
-fn has_proxy_container(template: &Map<String, Value>) -> bool {
-    template
-        .get("spec")
-        .and_then(|spec| spec.get("containers"))
-        .and_then(Value::as_array)
-        .is_some_and(|containers| {
-            containers
-                .iter()
-                .any(|c| c.get("name").and_then(Value::as_str) == Some(PROXY_CONTAINER))
-        })
 }
 
 fn add_sidecar(

@@ -13,8 +13,15 @@
 //!   `WEFT_TRUST_ANCHORS` on the proxy, naming a projected service-account token (audience
 //!   `weft-identity`) and the `weft-trust-anchors` ConfigMap's `ca.pem`, mounted read-only;
 //! - the annotation `weft.io/injected: <injector version>` on the pod template, which records
-//!   which injector meshed it (a pod already holding a `weft-proxy` container is left as it is,
-//!   so injecting twice changes nothing).
+//!   which injector meshed it.
+//!
+//! Workloads are recognised by apiVersion and kind (v1 Pod; apps/v1 Deployment, StatefulSet,
+//! DaemonSet, ReplicaSet; batch/v1 Job, CronJob), also as items of `List` documents; anything
+//! else, a custom resource called `Job` included, passes through untouched. A pod that is
+//! already injected is re-injected with the current settings (the same settings give the same
+//! pod, so injecting twice changes nothing); `weft.io/inject: disabled` on it takes the
+//! injection out, and [`uninject`] takes out every injection. Pods on the host's network are
+//! never meshed. [`inject_with_outcomes`] says what happened to each workload.
 //!
 //! Other `weft.io/` annotations on a namespace act as defaults for its meshed pods; the pod's own
 //! annotations win. Every `weft.io/` annotation of a meshed pod or namespace must be in
@@ -26,14 +33,20 @@ mod error;
 mod inject;
 mod manifest;
 mod namespaces;
+mod outcome;
 mod sidecar;
+mod uninject;
 mod workload;
 pub mod workload_identity;
 
 pub use control_plane::parse_trust_domain;
 pub use error::InjectError;
-pub use inject::{DEFAULT_TRUST_DOMAIN, INJECTOR_VERSION, InjectOptions, inject};
+pub use inject::{
+    DEFAULT_TRUST_DOMAIN, INJECTOR_VERSION, InjectOptions, inject, inject_object,
+    inject_with_outcomes, uninject,
+};
 pub use manifest::{parse_manifests, to_yaml};
+pub use outcome::{Action, Injection, Outcome};
 pub use sidecar::{INIT_CONTAINER, PROXY_CONTAINER};
 
 #[cfg(test)]

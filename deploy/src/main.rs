@@ -1,6 +1,7 @@
 //! `weft-inject [-f FILE|-] [--proxy-image IMG] [--discovery-addr H:P] [--identity-addr H:P]
-//! [--trust-domain TD]`: reads Kubernetes YAML, writes it back with the
-//! Weft sidecar added to every meshed pod.
+//! [--trust-domain TD] [--uninject]`: reads Kubernetes YAML, writes it back with the
+//! Weft sidecar added to every meshed pod (or taken out of every pod, with `--uninject`).
+//! Standard output carries only YAML; standard error one line per workload saying what was done.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use weft_inject::{InjectOptions, inject, parse_manifests, to_yaml};
+use weft_inject::{InjectOptions, inject_with_outcomes, parse_manifests, to_yaml, uninject};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -31,6 +32,9 @@ struct Args {
     /// Workload identities are spiffe://<trust-domain>/ns/<namespace>/sa/<service-account>.
     #[arg(long, value_parser = weft_inject::parse_trust_domain, default_value = weft_inject::DEFAULT_TRUST_DOMAIN)]
     trust_domain: String,
+    /// Take the sidecar out of every injected pod instead: exactly what injecting added goes.
+    #[arg(long, conflicts_with_all = ["proxy_image", "discovery_addr", "identity_addr", "trust_domain"])]
+    uninject: bool,
 }
 
 fn main() -> ExitCode {
@@ -61,18 +65,28 @@ fn main() -> ExitCode {
 fn run(args: &Args) -> anyhow::Result<()> {
     let input = read_input(&args.file)?;
     let docs = parse_manifests(&input)?;
-    let opts = InjectOptions {
-        proxy_image: args.proxy_image.clone(),
-        discovery_addr: args.discovery_addr.clone(),
-        identity_addr: args.identity_addr.clone(),
-        trust_domain: args.trust_domain.clone(),
-        ..InjectOptions::default()
+    let injection = if args.uninject {
+        uninject(docs)?
+    } else {
+        let opts = InjectOptions {
+            proxy_image: args.proxy_image.clone(),
+            discovery_addr: args.discovery_addr.clone(),
+            identity_addr: args.identity_addr.clone(),
+            trust_domain: args.trust_domain.clone(),
+            ..InjectOptions::default()
+        };
+        inject_with_outcomes(docs, &opts)?
     };
-    let yaml = to_yaml(&inject(docs, &opts)?)?;
+    let yaml = to_yaml(&injection.docs)?;
     std::io::stdout()
         .lock()
         .write_all(yaml.as_bytes())
         .context("writing the injected manifests to standard output")?;
+    let mut stderr = std::io::stderr().lock();
+    for outcome in &injection.outcomes {
+        // The summary is for the reader; a closed stderr must not fail a run whose YAML is out.
+        let _ = writeln!(stderr, "{outcome}");
+    }
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use serde_json::Value;
 
 use crate::InjectError;
 use crate::annotations::Annotations;
-use crate::workload::{describe, kind};
+use crate::workload::{describe, kind, objects};
 
 #[derive(Debug, Default)]
 pub struct Namespaces {
@@ -25,7 +25,10 @@ impl Namespaces {
             let annotations = Annotations::from_pairs(pairs, &format!("Namespace {name}"))?;
             by_name.insert(name.clone(), annotations);
         }
-        for doc in docs.iter().filter(|doc| kind(doc) == Some("Namespace")) {
+        let namespace_docs = objects(docs)
+            .into_iter()
+            .filter(|doc| kind(doc) == Some("Namespace"));
+        for doc in namespace_docs {
             let object = describe(doc);
             let Some(name) = doc.pointer("/metadata/name").and_then(Value::as_str) else {
                 return Err(InjectError::Malformed {
@@ -72,6 +75,15 @@ mod tests {
         assert_eq!(shop.inject_mode(), Some(InjectMode::Enabled));
         assert_eq!(shop.get(find("detect-timeout").unwrap()), Some("3s"));
         assert_eq!(ns.get("elsewhere"), Annotations::default());
+    }
+
+    #[test]
+    fn namespaces_inside_lists_count() {
+        let docs = vec![json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"kind": "Namespace", "metadata": {"name": "shop",
+                "annotations": {"weft.io/inject": "enabled"}}}]})];
+        let ns = Namespaces::collect(&BTreeMap::new(), &docs).unwrap();
+        assert_eq!(ns.get("shop").inject_mode(), Some(InjectMode::Enabled));
     }
 
     #[test]

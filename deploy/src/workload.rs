@@ -4,15 +4,21 @@ use serde_json::Value;
 
 use crate::InjectError;
 
-/// The kinds that run pods, with the path from the object to its pod template (metadata + spec).
-const POD_TEMPLATE_PATHS: &[(&str, &[&str])] = &[
-    ("Pod", &[]),
-    ("Deployment", &["spec", "template"]),
-    ("StatefulSet", &["spec", "template"]),
-    ("DaemonSet", &["spec", "template"]),
-    ("ReplicaSet", &["spec", "template"]),
-    ("Job", &["spec", "template"]),
-    ("CronJob", &["spec", "jobTemplate", "spec", "template"]),
+/// The APIs that run pods, by apiVersion and kind, with the path from the object to its pod
+/// template (metadata + spec). A custom resource that happens to share a kind's name (a `Job` of
+/// another group) is not one of them.
+const WORKLOADS: &[(&str, &str, &[&str])] = &[
+    ("v1", "Pod", &[]),
+    ("apps/v1", "Deployment", &["spec", "template"]),
+    ("apps/v1", "StatefulSet", &["spec", "template"]),
+    ("apps/v1", "DaemonSet", &["spec", "template"]),
+    ("apps/v1", "ReplicaSet", &["spec", "template"]),
+    ("batch/v1", "Job", &["spec", "template"]),
+    (
+        "batch/v1",
+        "CronJob",
+        &["spec", "jobTemplate", "spec", "template"],
+    ),
 ];
 
 /// The namespace Kubernetes assumes when an object names none.
@@ -23,13 +29,56 @@ pub fn kind(doc: &Value) -> Option<&str> {
     doc.get("kind").and_then(Value::as_str)
 }
 
-/// The path to the pod template when `doc` is a kind that runs pods.
+/// The object's apiVersion, if it is a mapping with a string `apiVersion`.
+pub fn api_version(doc: &Value) -> Option<&str> {
+    doc.get("apiVersion").and_then(Value::as_str)
+}
+
+/// The path to the pod template when `doc` is a Kubernetes API object that runs pods. An object
+/// with no apiVersion at all (hand-written snippets, the testbed's manifests) is taken to be of
+/// its kind's Kubernetes API; one naming another apiVersion is not a workload.
 pub fn pod_template_path(doc: &Value) -> Option<&'static [&'static str]> {
     let kind = kind(doc)?;
-    POD_TEMPLATE_PATHS
+    let api_version = match doc.get("apiVersion") {
+        None | Some(Value::Null) => None,
+        Some(other) => Some(other.as_str()?),
+    };
+    WORKLOADS
         .iter()
-        .find(|(k, _)| *k == kind)
-        .map(|(_, path)| *path)
+        .find(|(a, k, _)| *k == kind && api_version.is_none_or(|api| api == *a))
+        .map(|(_, _, path)| *path)
+}
+
+/// True when `doc` is named like a workload kind but belongs to another API (a custom
+/// resource called `Job`, or a removed version such as `batch/v1beta1` CronJob).
+pub fn is_workload_namesake(doc: &Value) -> bool {
+    kind(doc).is_some_and(|kind| WORKLOADS.iter().any(|(_, k, _)| *k == kind))
+        && pod_template_path(doc).is_none()
+}
+
+/// The items of a list document: `kind: List` (what `kubectl get -o yaml` prints) or a typed
+/// list such as `PodList`, whose `items` each carry their own apiVersion and kind.
+pub fn list_items_mut(doc: &mut Value) -> Option<&mut Vec<Value>> {
+    if !kind(doc).is_some_and(|kind| kind.ends_with("List")) {
+        return None;
+    }
+    doc.get_mut("items").and_then(Value::as_array_mut)
+}
+
+/// Every object of the documents, the items of list documents included (recursively).
+pub fn objects(docs: &[Value]) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for doc in docs {
+        let items = kind(doc)
+            .filter(|kind| kind.ends_with("List"))
+            .and_then(|_| doc.get("items"))
+            .and_then(Value::as_array);
+        match items {
+            Some(items) => out.extend(objects(items)),
+            None => out.push(doc),
+        }
+    }
+    out
 }
 
 /// The pod template at `path`, which must be a mapping.
@@ -53,13 +102,23 @@ pub fn pod_template_mut<'a>(
 
 /// The object's namespace, "default" when it names none.
 pub fn namespace(doc: &Value) -> &str {
+    namespace_or(doc, DEFAULT_NAMESPACE)
+}
+
+/// The object's namespace, `fallback` when it names none (an admission request's namespace).
+pub fn namespace_or<'a>(doc: &'a Value, fallback: &'a str) -> &'a str {
     doc.pointer("/metadata/namespace")
         .and_then(Value::as_str)
-        .unwrap_or(DEFAULT_NAMESPACE)
+        .unwrap_or(fallback)
 }
 
 /// "Deployment default/web": how every error names the object it is about.
 pub fn describe(doc: &Value) -> String {
+    describe_in(doc, namespace(doc))
+}
+
+/// Like [`describe`], with the namespace already known.
+pub fn describe_in(doc: &Value, namespace: &str) -> String {
     let kind = kind(doc).unwrap_or("object");
     let name = doc
         .pointer("/metadata/name")
@@ -72,7 +131,7 @@ pub fn describe(doc: &Value) -> String {
     if kind == "Namespace" {
         format!("Namespace {name}")
     } else {
-        format!("{kind} {}/{name}", namespace(doc))
+        format!("{kind} {namespace}/{name}")
     }
 }
 
@@ -90,25 +149,64 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn template_paths_per_kind() {
-        let path = |kind: &str| pod_template_path(&json!({"kind": kind}));
-        assert_eq!(path("Pod"), Some(&[][..]));
-        for kind in [
-            "Deployment",
-            "StatefulSet",
-            "DaemonSet",
-            "ReplicaSet",
-            "Job",
-        ] {
-            assert_eq!(path(kind), Some(&["spec", "template"][..]), "{kind}");
+    fn template_paths_per_api_version_and_kind() {
+        let path =
+            |api: &str, kind: &str| pod_template_path(&json!({"apiVersion": api, "kind": kind}));
+        assert_eq!(path("v1", "Pod"), Some(&[][..]));
+        for kind in ["Deployment", "StatefulSet", "DaemonSet", "ReplicaSet"] {
+            assert_eq!(
+                path("apps/v1", kind),
+                Some(&["spec", "template"][..]),
+                "{kind}"
+            );
         }
+        assert_eq!(path("batch/v1", "Job"), Some(&["spec", "template"][..]));
         assert_eq!(
-            path("CronJob"),
+            path("batch/v1", "CronJob"),
             Some(&["spec", "jobTemplate", "spec", "template"][..])
         );
-        assert_eq!(path("Service"), None);
+        assert_eq!(path("v1", "Service"), None);
+        // Same kind, another API: not a workload this injector knows.
+        assert_eq!(path("example.com/v1", "Job"), None);
+        assert_eq!(path("batch/v1beta1", "CronJob"), None);
+        assert_eq!(path("apps/v1", "Job"), None);
+        assert_eq!(pod_template_path(&json!({"kind": "Pod"})), Some(&[][..]));
+        assert_eq!(
+            pod_template_path(&json!({"kind": "Job", "apiVersion": 1})),
+            None
+        );
         assert_eq!(pod_template_path(&json!("just a string")), None);
         assert_eq!(pod_template_path(&json!({"kind": 3})), None);
+    }
+
+    #[test]
+    fn namesakes_are_workload_kinds_of_other_apis() {
+        assert!(is_workload_namesake(
+            &json!({"apiVersion": "example.com/v1", "kind": "Job"})
+        ));
+        assert!(!is_workload_namesake(
+            &json!({"apiVersion": "batch/v1", "kind": "Job"})
+        ));
+        assert!(!is_workload_namesake(
+            &json!({"apiVersion": "v1", "kind": "Service"})
+        ));
+    }
+
+    #[test]
+    fn objects_flattens_lists() {
+        let docs = vec![
+            json!({"kind": "List", "items": [
+                {"kind": "Pod"},
+                {"kind": "List", "items": [{"kind": "Service"}]},
+            ]}),
+            json!({"kind": "ConfigMap"}),
+            json!({"kind": "PodList", "items": [{"kind": "Pod", "metadata": {"name": "p"}}]}),
+        ];
+        let kinds: Vec<_> = objects(&docs).into_iter().filter_map(kind).collect();
+        assert_eq!(kinds, ["Pod", "Service", "ConfigMap", "Pod"]);
+        let mut list = docs[0].clone();
+        assert_eq!(list_items_mut(&mut list).map(|items| items.len()), Some(2));
+        assert!(list_items_mut(&mut docs[1].clone()).is_none());
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! deploy/images/build writes it), every document validated against the Kubernetes 1.33 schema
 //! with `kubernetes-validate` (<repo>/.venv, from tests/fixtures/requirements.txt), and the names
 //! users and the injector depend on checked. The Prometheus job file goes through `promtool`.
-//! A missing tool fails the test with the command that installs it.
+//! The weft-identity image's scripts (CA bootstrap, trust-anchor copies) run against a fake
+//! cluster. A missing tool fails the test with the command that installs it.
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -595,4 +597,409 @@ fn relative(from: &Path, to: &Path) -> PathBuf {
         path.push(part);
     }
     path
+}
+
+// ---- The CA bootstrap and trust-anchor scripts of the weft-identity image, against a fake
+// cluster: deploy/images/testdata/fake-kubectl keeps objects in files and renders them with the
+// real kubectl, so the scripts' kubectl output formats are kubectl's own.
+
+/// A fake cluster with namespaces, the fake kubectl and weft-identity first on PATH.
+struct FakeCluster {
+    root: PathBuf,
+    path: String,
+    real_kubectl: PathBuf,
+}
+
+impl FakeCluster {
+    fn new(test: &str, namespaces: &[&str]) -> Self {
+        let root = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("fake-cluster-{test}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin).expect("create the fake cluster");
+        for (fake, as_name) in [
+            ("fake-kubectl", "kubectl"),
+            ("fake-weft-identity", "weft-identity"),
+        ] {
+            let target = bin.join(as_name);
+            std::fs::copy(repo().join("deploy/images/testdata").join(fake), &target)
+                .expect("install a fake");
+            std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
+                .expect("make the fake executable");
+        }
+        let real_kubectl = which(&kubectl());
+        let cluster = Self {
+            path: format!(
+                "{}:{}",
+                bin.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+            root,
+            real_kubectl,
+        };
+        for ns in namespaces {
+            cluster.add_namespace(ns);
+        }
+        std::fs::write(cluster.root.join("calls"), "").expect("calls");
+        cluster
+    }
+
+    fn add_namespace(&self, ns: &str) {
+        std::fs::create_dir_all(self.root.join("ns").join(ns)).expect("namespace");
+    }
+
+    fn object(&self, ns: &str, kind: &str, name: &str) -> PathBuf {
+        self.root.join("ns").join(ns).join(kind).join(name)
+    }
+
+    fn read(&self, ns: &str, kind: &str, name: &str, key: &str) -> Option<String> {
+        std::fs::read_to_string(self.object(ns, kind, name).join(key)).ok()
+    }
+
+    fn calls(&self) -> String {
+        std::fs::read_to_string(self.root.join("calls")).unwrap_or_default()
+    }
+
+    fn script(&self, name: &str) -> Command {
+        let mut command = Command::new("sh");
+        command
+            .arg(repo().join("deploy/images").join(name))
+            .env("PATH", &self.path)
+            .env("FAKE_CLUSTER", &self.root)
+            .env("REAL_KUBECTL", &self.real_kubectl)
+            .env("WEFT_NAMESPACE", NAMESPACE)
+            .env("WEFT_CA_SECRET", "weft-identity-ca")
+            .env("WEFT_TRUST_ANCHORS_CONFIGMAP", ANCHORS_CONFIG_MAP);
+        command
+    }
+
+    fn bootstrap(&self, extra_env: &[(&str, &str)]) -> String {
+        let output = self
+            .script("weft-ca-bootstrap")
+            .envs(extra_env.iter().copied())
+            .env("WEFT_TRUST_DOMAIN", "prod.example")
+            .output()
+            .expect("run weft-ca-bootstrap");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "weft-ca-bootstrap failed:\n{text}");
+        text
+    }
+}
+
+impl Drop for FakeCluster {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.root);
+    }
+}
+
+/// The absolute path of `program` on PATH (the fake kubectl calls the real one by it).
+fn which(program: &str) -> PathBuf {
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| {
+            panic!("{program} is not on PATH: install kubectl (or set WEFT_KUBECTL)")
+        })
+}
+
+const CA_FILES: [&str; 6] = [
+    "ca.pem",
+    "ca-key.pem",
+    "issuer.pem",
+    "issuer-key.pem",
+    "token-signing-key.pem",
+    "trust-domain",
+];
+
+#[test]
+fn ca_bootstrap_creates_the_ca_once_and_publishes_its_anchor() {
+    let cluster = FakeCluster::new("bootstrap", &[NAMESPACE, "shop"]);
+    let first = cluster.bootstrap(&[]);
+    assert!(
+        first.contains("creating a CA for trust domain prod.example"),
+        "{first}"
+    );
+    for file in CA_FILES {
+        assert!(
+            cluster
+                .read(NAMESPACE, "secret", "weft-identity-ca", file)
+                .is_some(),
+            "the Secret lacks {file}"
+        );
+    }
+    assert_eq!(
+        cluster
+            .read(NAMESPACE, "secret", "weft-identity-ca", "trust-domain")
+            .as_deref(),
+        Some("prod.example\n")
+    );
+    let anchor = cluster
+        .read(NAMESPACE, "secret", "weft-identity-ca", "ca.pem")
+        .expect("ca.pem");
+    assert!(anchor.contains("BEGIN CERTIFICATE"));
+    assert_eq!(
+        cluster
+            .read(NAMESPACE, "configmap", ANCHORS_CONFIG_MAP, "ca.pem")
+            .as_deref(),
+        Some(anchor.as_str()),
+        "the trust-anchor ConfigMap holds the Secret's ca.pem"
+    );
+
+    // Again: nothing is created, the CA is the same.
+    let before = cluster.calls().lines().count();
+    let second = cluster.bootstrap(&[]);
+    assert!(second.contains("exists: keeping the CA"), "{second}");
+    let new_calls: Vec<String> = cluster
+        .calls()
+        .lines()
+        .skip(before)
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        new_calls.iter().all(|c| !c.contains(" create ")),
+        "a second run created something: {new_calls:?}"
+    );
+    assert_eq!(
+        cluster
+            .read(NAMESPACE, "secret", "weft-identity-ca", "ca.pem")
+            .as_deref(),
+        Some(anchor.as_str())
+    );
+
+    // The anchor ConfigMap is re-made from the Secret when it goes missing, never from a new CA.
+    std::fs::remove_dir_all(cluster.object(NAMESPACE, "configmap", ANCHORS_CONFIG_MAP))
+        .expect("delete the ConfigMap");
+    cluster.bootstrap(&[]);
+    assert_eq!(
+        cluster
+            .read(NAMESPACE, "configmap", ANCHORS_CONFIG_MAP, "ca.pem")
+            .as_deref(),
+        Some(anchor.as_str())
+    );
+
+    // Losing the race to another run (the Secret appears between the check and the create):
+    // the other run's CA is kept and published.
+    std::fs::remove_dir_all(cluster.object(NAMESPACE, "configmap", ANCHORS_CONFIG_MAP))
+        .expect("delete the ConfigMap");
+    let raced = cluster.bootstrap(&[("FAKE_SECRET_HIDDEN", "1")]);
+    assert!(raced.contains("made by another run: keeping it"), "{raced}");
+    assert_eq!(
+        cluster
+            .read(NAMESPACE, "secret", "weft-identity-ca", "ca.pem")
+            .as_deref(),
+        Some(anchor.as_str())
+    );
+}
+
+/// Kills the sync loop however the test ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `check` every 100 ms for up to 15 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..150 {
+        if check() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[test]
+fn trust_anchor_sync_keeps_a_copy_in_every_namespace() {
+    let cluster = FakeCluster::new(
+        "sync",
+        &[
+            NAMESPACE,
+            "shop",
+            "kube-system",
+            "kube-public",
+            "kube-node-lease",
+        ],
+    );
+    cluster.bootstrap(&[]);
+    let anchor = cluster
+        .read(NAMESPACE, "configmap", ANCHORS_CONFIG_MAP, "ca.pem")
+        .expect("the source ConfigMap");
+    let copy = |ns: &str| cluster.read(ns, "configmap", ANCHORS_CONFIG_MAP, "ca.pem");
+
+    let _sync = Running(
+        cluster
+            .script("weft-trust-anchors-sync")
+            .env("WEFT_SYNC_INTERVAL", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start weft-trust-anchors-sync"),
+    );
+    eventually("shop has a copy", || {
+        copy("shop").as_deref() == Some(&anchor)
+    });
+    let managed_by = std::fs::read_to_string(
+        cluster
+            .root
+            .join("ns/shop/configmap")
+            .join(format!(".{ANCHORS_CONFIG_MAP}.managed-by")),
+    )
+    .expect("the copy's label");
+    assert_eq!(
+        managed_by.trim(),
+        "weft-trust-anchors",
+        "uninstall finds copies by it"
+    );
+
+    // A namespace made later gets its copy; an edited source reaches the copies.
+    cluster.add_namespace("late");
+    eventually("a new namespace has a copy", || {
+        copy("late").as_deref() == Some(&anchor)
+    });
+    let bundle = format!("{anchor}-----BEGIN CERTIFICATE-----\nnew\n-----END CERTIFICATE-----\n");
+    std::fs::write(
+        cluster
+            .object(NAMESPACE, "configmap", ANCHORS_CONFIG_MAP)
+            .join("ca.pem"),
+        &bundle,
+    )
+    .expect("edit the source");
+    eventually("the edited bundle reaches shop and late", || {
+        copy("shop").as_deref() == Some(&bundle) && copy("late").as_deref() == Some(&bundle)
+    });
+
+    // Steady state: passes go on (namespaces listed again) but nothing is written.
+    let applies = || cluster.calls().matches("apply --server-side").count();
+    let settled = applies();
+    let listed = cluster.calls().matches("get namespaces").count();
+    eventually("two more passes", || {
+        cluster.calls().matches("get namespaces").count() >= listed + 2
+    });
+    assert_eq!(applies(), settled, "an unchanged copy was rewritten");
+    for skipped in ["kube-system", "kube-public", "kube-node-lease"] {
+        assert_eq!(copy(skipped), None, "{skipped} got a copy");
+    }
+    assert_eq!(
+        cluster
+            .read(NAMESPACE, "configmap", ANCHORS_CONFIG_MAP, "ca.pem")
+            .as_deref(),
+        Some(bundle.as_str()),
+        "the source is never overwritten"
+    );
+}
+
+#[test]
+fn trust_anchor_sync_refuses_a_bad_interval_naming_it() {
+    let cluster = FakeCluster::new("interval", &[NAMESPACE]);
+    let output = cluster
+        .script("weft-trust-anchors-sync")
+        .env("WEFT_SYNC_INTERVAL", "30s")
+        .output()
+        .expect("run weft-trust-anchors-sync");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("WEFT_SYNC_INTERVAL=30s"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The lines of build-offline's shell function `name` (from `name() {` to the closing `}`).
+fn shell_function<'a>(script: &'a str, name: &str) -> Vec<&'a str> {
+    script
+        .lines()
+        .skip_while(|l| !l.starts_with(&format!("{name}() {{")))
+        .skip(1)
+        .take_while(|l| *l != "}")
+        .collect()
+}
+
+/// What build-offline's `case` in function `name` says for `image` (the `*)` arm otherwise).
+fn offline_value(script: &str, name: &str, image: &str) -> String {
+    let lines = shell_function(script, name);
+    let arm = |label: &str| {
+        lines
+            .iter()
+            .find(|l| l.trim_start().starts_with(&format!("{label})")))
+            .and_then(|l| l.split('"').nth(1))
+            .map(str::to_owned)
+    };
+    arm(image)
+        .or_else(|| arm("*"))
+        .unwrap_or_else(|| panic!("build-offline's {name} has no answer for {image}"))
+}
+
+#[test]
+fn dockerfile_and_offline_build_make_the_same_images() {
+    let dockerfile =
+        std::fs::read_to_string(repo().join("deploy/images/Dockerfile")).expect("Dockerfile");
+    let offline =
+        std::fs::read_to_string(repo().join("deploy/images/build-offline")).expect("build-offline");
+    let stage = |name: &str| -> String {
+        let start = dockerfile
+            .find(&format!(" AS {name}\n"))
+            .unwrap_or_else(|| panic!("the Dockerfile has no stage {name}"));
+        let rest = &dockerfile[start..];
+        rest[..rest[1..].find("\nFROM ").map_or(rest.len(), |i| i + 1)].to_owned()
+    };
+    let installed = |text: &str| -> BTreeSet<String> {
+        text.split("apt-get install -y --no-install-recommends ")
+            .skip(1)
+            .flat_map(|rest| {
+                rest.split(['\\', '&', '\n'])
+                    .next()
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let base = installed(&stage("runtime"));
+    for image in IMAGES {
+        let stage = stage(image);
+        let mut packages = base.clone();
+        packages.extend(installed(&stage));
+        // passwd is in Debian's slim image already; minbase needs it for useradd.
+        let offline_packages: BTreeSet<String> = offline_value(&offline, "packages_of", image)
+            .split(',')
+            .filter(|p| *p != "passwd")
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            packages, offline_packages,
+            "{image}: Debian packages differ"
+        );
+        let user = offline_value(&offline, "user_of", image);
+        assert!(
+            stage.contains(&format!("\nUSER {user}\n")),
+            "{image}: the Dockerfile's USER is not build-offline's {user}"
+        );
+        let ports = offline_value(&offline, "ports_of", image);
+        assert!(
+            stage.contains(&format!("\nEXPOSE {ports}\n")),
+            "{image}: the Dockerfile exposes other ports than build-offline's {ports}"
+        );
+        assert!(
+            stage.contains(&format!("ENTRYPOINT [\"/usr/local/bin/{image}\"]")),
+            "{image}: entrypoint"
+        );
+        assert!(
+            stage.contains(&format!("org.opencontainers.image.title=\"{image}\"")),
+            "{image}: OCI title label"
+        );
+    }
 }

@@ -84,7 +84,11 @@ fn cli_reads_stdin_and_writes_injected_yaml() {
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(parse_manifests(&stdout).unwrap(), expected_shop());
-    assert!(out.stderr.is_empty());
+    // One line per workload on stderr, none about the Namespace, Service or ConfigMap.
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        "injected Deployment shop/catalog\nskipped CronJob shop/reindex: weft.io/inject: disabled\n"
+    );
 }
 
 #[test]

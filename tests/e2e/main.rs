@@ -1,5 +1,6 @@
 //! End-to-end tests: real pods (network namespaces), real iptables, real clients.
 
+mod admission;
 mod control_plane;
 mod discovery;
 mod grpc;

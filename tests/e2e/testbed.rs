@@ -549,18 +549,18 @@ fn drop_tears_down_namespaces_processes_and_files() {
     let footprint = Footprint::of(&tb);
     assert_eq!(
         footprint.netns.len(),
-        4,
-        "node + 3 pods: {:?}",
+        5,
+        "node + the webhook's pod + 3 pods: {:?}",
         footprint.netns
     );
-    assert!(footprint.pids.len() >= 3, "{:?}", footprint.pids);
+    assert!(footprint.pids.len() >= 4, "{:?}", footprint.pids);
     assert!(
         footprint
             .etc_dirs
             .iter()
             .filter(|d| d.join("hosts").exists())
             .count()
-            == 3
+            == 4
     );
     drop(tb);
     footprint.assert_gone();
@@ -579,7 +579,11 @@ fn panic_inside_a_test_still_tears_down() {
         .into_inner()
         .unwrap()
         .expect("the testbed came up");
-    assert_eq!(footprint.netns.len(), 3);
+    assert_eq!(
+        footprint.netns.len(),
+        4,
+        "node + the webhook's pod + 2 pods"
+    );
     footprint.assert_gone();
 }
 
@@ -771,7 +775,11 @@ spec:
         let out = fg.run(&["logs", "--name", &fg.name, "nope"]);
         assert!(!out.status.success());
 
-        assert_eq!(fg.namespaces().len(), 4, "node + 3 pods");
+        assert_eq!(
+            fg.namespaces().len(),
+            5,
+            "node + the webhook's pod + 3 pods"
+        );
         let pid = nix::unistd::Pid::from_raw(fg.child.id() as i32);
         nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
         let status =
@@ -790,7 +798,7 @@ spec:
         let (mut fg, _) = Foreground::start("crash");
         fg.child.kill().unwrap();
         fg.child.wait().unwrap();
-        assert_eq!(fg.namespaces().len(), 4, "a SIGKILLed run cannot clean up");
+        assert_eq!(fg.namespaces().len(), 5, "a SIGKILLed run cannot clean up");
         let out = fg.run(&["down"]);
         assert!(
             out.status.success(),

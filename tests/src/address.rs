@@ -8,6 +8,8 @@ use crate::error::TestbedError;
 
 pub const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const POD_PREFIX_LEN: u8 = 16;
+/// Where ClusterIPs come from ([`AddressPool::services`]).
+pub const SERVICE_CIDR: &str = "198.19.0.0/16";
 
 #[derive(Debug, Clone)]
 pub struct AddressPool {

@@ -1,5 +1,6 @@
-//! The cluster directory: the testbed's Services and pods as the Kubernetes objects weft-discovery's
-//! file source reads (Service, EndpointSlice, Pod; one YAML file per object). Each file is written
+//! The cluster directory: the testbed's Namespaces, Services and pods as the Kubernetes objects
+//! weft-discovery's file source reads (Service, EndpointSlice, Pod) and weft-injector's
+//! `--namespace-lookup file:` reads (Namespace), one YAML file per object. Each file is written
 //! to a temporary name and renamed, so discovery never reads half a file; unchanged files are left
 //! alone and files of objects that are gone are removed. A `revision` file, raised after each
 //! rewrite, lets the testbed wait until discovery serves what it wrote (`/synced?revision=N`).
@@ -32,9 +33,17 @@ pub struct PodView<'a> {
     pub ready: bool,
 }
 
-/// File name -> object, for every Service, EndpointSlice and Pod.
-pub fn objects(services: &[ServiceView<'_>], pods: &[PodView<'_>]) -> BTreeMap<String, Value> {
+/// File name -> object, for every Namespace, Service, EndpointSlice and Pod. `namespaces` are
+/// the Namespace objects by name.
+pub fn objects(
+    namespaces: &BTreeMap<String, Value>,
+    services: &[ServiceView<'_>],
+    pods: &[PodView<'_>],
+) -> BTreeMap<String, Value> {
     let mut files = BTreeMap::new();
+    for (name, namespace) in namespaces {
+        files.insert(format!("namespace-{name}.yaml"), namespace.clone());
+    }
     for view in services {
         let s = view.service;
         files.insert(
@@ -217,6 +226,7 @@ mod tests {
             namespace: "shop".into(),
             ip: Ipv4Addr::from(ip),
             labels: BTreeMap::from([("app".to_string(), "web".to_string())]),
+            annotations: BTreeMap::new(),
             owner: Some("web".into()),
         }
     }
@@ -264,7 +274,12 @@ mod tests {
                 ready: false,
             },
         ];
+        let namespaces = BTreeMap::from([(
+            "shop".to_string(),
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "shop"}}),
+        )]);
         let files = objects(
+            &namespaces,
             &[ServiceView {
                 service: &service,
                 cluster_ip: Some(Ipv4Addr::new(198, 19, 0, 10)),
@@ -272,7 +287,8 @@ mod tests {
             &pods,
         );
         let names: Vec<&str> = files.keys().map(String::as_str).collect();
-        assert_eq!(names.len(), 4, "{names:?}");
+        assert_eq!(names.len(), 5, "{names:?}");
+        assert_eq!(files["namespace-shop.yaml"]["kind"], "Namespace");
         let svc = &files["service-shop-web.yaml"];
         assert_eq!(svc["spec"]["clusterIP"], "198.19.0.10");
         assert_eq!(svc["metadata"]["annotations"]["weft.io/timeout"], "2s");

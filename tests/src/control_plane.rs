@@ -1,12 +1,11 @@
 //! The mesh's control plane as the testbed runs it: ordinary (unmeshed) pods in namespace `weft`,
 //! started and ready before any application pod, their images mapped to this build's binaries.
-//! Each component is one entry in [`COMPONENTS`] with its manifest and the address the injector
-//! gives the proxies.
+//! The admission webhook ([`INJECTOR`]) runs whenever there are application pods, since every
+//! one is admitted through it; the components it announces to the proxies are each one entry in
+//! [`COMPONENTS`] with its manifest and address, and start once an admitted pod is meshed.
 
 use std::path::Path;
 use std::time::Duration;
-
-use weft_inject::InjectOptions;
 
 /// Which control-plane components a testbed runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -51,6 +50,19 @@ pub const IDENTITY: Component = Component {
 /// Every component, in start order.
 pub const COMPONENTS: &[Component] = &[DISCOVERY, IDENTITY];
 
+/// The admission webhook. `address` is its Service as the API server calls it (port 443, the
+/// certificate's name `weft-injector.weft.svc`).
+pub const INJECTOR: Component = Component {
+    name: "weft-injector",
+    address: "weft-injector.weft.svc:443",
+    manifest: include_str!("control_plane/injector.yaml"),
+};
+
+/// The name the injector's generated certificate is verified as.
+pub const INJECTOR_HOST: &str = "weft-injector.weft.svc";
+/// Its Service port.
+pub const INJECTOR_PORT: u16 = 443;
+
 /// The namespace every component runs in, declared once ahead of them.
 const NAMESPACE: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: weft}\n";
 
@@ -67,13 +79,33 @@ impl ControlPlane {
         self.components().contains(component)
     }
 
-    /// What the injector tells the proxies about this control plane.
-    pub fn inject_options(self) -> InjectOptions {
-        InjectOptions {
-            discovery_addr: self.runs(&DISCOVERY).then(|| DISCOVERY.address.to_owned()),
-            identity_addr: self.runs(&IDENTITY).then(|| IDENTITY.address.to_owned()),
-            ..InjectOptions::default()
+    /// What the injector is told to tell the proxies about this control plane (its flags).
+    pub fn announced(self) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.runs(&DISCOVERY) {
+            args.extend(["--discovery-addr".to_owned(), DISCOVERY.address.to_owned()]);
         }
+        if self.runs(&IDENTITY) {
+            args.extend(["--identity-addr".to_owned(), IDENTITY.address.to_owned()]);
+        }
+        args
+    }
+
+    /// The injector's manifest: Namespaces read from `cluster_dir`, its CA written to `ca_file`,
+    /// this control plane announced.
+    pub fn injector_manifest(self, cluster_dir: &Path, ca_file: &Path) -> String {
+        let mut args = vec![
+            "--listen".to_owned(),
+            "0.0.0.0:8443".to_owned(),
+            "--write-ca".to_owned(),
+            ca_file.display().to_string(),
+            "--namespace-lookup".to_owned(),
+            format!("file:{}", cluster_dir.display()),
+        ];
+        args.extend(self.announced());
+        // A JSON array is a YAML flow sequence, quoted as needed.
+        let args = serde_json::Value::from(args).to_string();
+        [NAMESPACE, &INJECTOR.manifest.replace("{{ARGS}}", &args)].join("\n---\n")
     }
 
     /// The components' manifests, as one YAML stream; the CA issues certificates living
@@ -109,8 +141,7 @@ mod tests {
                 .manifests(Path::new("/x"), DAY)
                 .is_empty()
         );
-        assert_eq!(ControlPlane::None.inject_options().discovery_addr, None);
-        assert_eq!(ControlPlane::None.inject_options().identity_addr, None);
+        assert!(ControlPlane::None.announced().is_empty());
     }
 
     #[test]
@@ -119,38 +150,29 @@ mod tests {
         assert!(yaml.contains("--dir, \"/state/tb-1/cluster\""), "{yaml}");
         assert!(!yaml.contains("{{"), "{yaml}");
         assert_eq!(
-            ControlPlane::Discovery
-                .inject_options()
-                .discovery_addr
-                .as_deref(),
-            Some("weft-discovery.weft.svc.cluster.local:8086")
+            ControlPlane::Discovery.announced(),
+            [
+                "--discovery-addr",
+                "weft-discovery.weft.svc.cluster.local:8086"
+            ]
         );
-        assert_eq!(ControlPlane::Discovery.inject_options().identity_addr, None);
-        let plan = crate::manifest::plan(&yaml, &ControlPlane::Discovery.inject_options()).unwrap();
+        let plan = crate::manifest::plan(&yaml).unwrap();
         assert_eq!(
             plan.workloads[0].spec.containers[0].built_binary(),
             Some("weft-discovery")
-        );
-        assert!(
-            plan.workloads[0]
-                .spec
-                .containers
-                .iter()
-                .all(|c| !c.is_proxy_image()),
-            "not meshed"
         );
     }
 
     #[test]
     fn full_adds_the_ca_serving_its_secret_and_announces_both() {
-        let opts = ControlPlane::Full.inject_options();
         assert_eq!(
-            opts.discovery_addr.as_deref(),
-            Some("weft-discovery.weft.svc.cluster.local:8086")
-        );
-        assert_eq!(
-            opts.identity_addr.as_deref(),
-            Some("weft-identity.weft.svc.cluster.local:8080")
+            ControlPlane::Full.announced(),
+            [
+                "--discovery-addr",
+                "weft-discovery.weft.svc.cluster.local:8086",
+                "--identity-addr",
+                "weft-identity.weft.svc.cluster.local:8080"
+            ]
         );
         let yaml = ControlPlane::Full.manifests(Path::new("/state/tb-1/cluster"), DAY);
         assert!(!yaml.contains("{{"), "{yaml}");
@@ -160,7 +182,7 @@ mod tests {
                 .contains(r#"value: "20000ms""#)
         );
         assert_eq!(yaml.matches("kind: Namespace").count(), 1, "{yaml}");
-        let plan = crate::manifest::plan(&yaml, &opts).unwrap();
+        let plan = crate::manifest::plan(&yaml).unwrap();
         let built: Vec<_> = plan
             .workloads
             .iter()
@@ -173,11 +195,6 @@ mod tests {
                 ("weft", Some("weft-identity"))
             ]
         );
-        let ca = &plan.workloads[1].spec;
-        assert!(
-            ca.containers.iter().all(|c| !c.is_proxy_image()),
-            "not meshed"
-        );
         assert!(yaml.contains("secretName: weft-identity-ca"), "{yaml}");
         assert!(
             plan.services
@@ -185,5 +202,38 @@ mod tests {
                 .any(|s| s.name == "weft-identity" && s.ports.iter().any(|p| p.port == 8080)),
             "the CA's Service"
         );
+    }
+
+    #[test]
+    fn the_injector_reads_namespaces_from_the_cluster_directory_and_announces_the_control_plane() {
+        let yaml = ControlPlane::Full.injector_manifest(
+            Path::new("/state/tb-1/cluster"),
+            Path::new("/state/tb-1/injector-ca.pem"),
+        );
+        let plan = crate::manifest::plan(&yaml).unwrap();
+        let injector = &plan.workloads[0];
+        assert_eq!(injector.namespace, "weft");
+        let container = &injector.spec.containers[0];
+        assert_eq!(container.built_binary(), Some("weft-injector"));
+        let args = container.args.join(" ");
+        assert!(
+            args.contains("--namespace-lookup file:/state/tb-1/cluster"),
+            "{args}"
+        );
+        assert!(
+            args.contains("--write-ca /state/tb-1/injector-ca.pem"),
+            "{args}"
+        );
+        assert!(
+            args.contains("--identity-addr weft-identity.weft.svc.cluster.local:8080"),
+            "{args}"
+        );
+        let service = &plan.services[0];
+        assert_eq!(
+            (service.name.as_str(), service.ports[0].port),
+            ("weft-injector", INJECTOR_PORT)
+        );
+        let bare = ControlPlane::None.injector_manifest(Path::new("/c"), Path::new("/ca.pem"));
+        assert!(!bare.contains("--discovery-addr"), "{bare}");
     }
 }

@@ -52,6 +52,12 @@ pub enum TestbedError {
         log_tail: String,
     },
 
+    #[error("admission webhook weft-injector denied pod {pod}: {message}")]
+    Denied { pod: String, message: String },
+
+    #[error("admitting pod {pod} through weft-injector: {reason}")]
+    Admission { pod: String, reason: String },
+
     #[error("no pod matches `{0}`")]
     NoSuchPod(String),
 

@@ -1,5 +1,6 @@
 //! The pod testbed: ordinary Kubernetes YAML brought up on one Linux machine, as a tiny kubelet
-//! and kube-proxy would. Manifests go through `weft-inject` (the production code path); each pod
+//! and kube-proxy would. Every application pod is admitted through the running `weft-injector`
+//! webhook (an AdmissionReview over HTTPS, as the API server sends it); each pod
 //! becomes a network namespace on a bridge inside a separate "node" namespace, Services become
 //! ClusterIPs load-balanced with iptables DNAT there, cluster DNS names resolve through per-pod
 //! hosts files, and containers run as processes in their pod's namespace. Nothing is done in the
@@ -14,6 +15,7 @@
 //! ```
 
 mod address;
+mod admission;
 mod cleanup;
 mod cluster_dir;
 mod container;
@@ -40,7 +42,7 @@ mod workload;
 
 pub use cleanup::{DownTarget, down};
 pub use cluster_dir::ZONE;
-pub use control_plane::{COMPONENTS, Component, ControlPlane, DISCOVERY, IDENTITY};
+pub use control_plane::{COMPONENTS, Component, ControlPlane, DISCOVERY, IDENTITY, INJECTOR};
 pub use error::TestbedError;
 pub use identity_ca::IdentityCa;
 pub use metrics::metric_value;

@@ -1,5 +1,6 @@
-//! From Kubernetes YAML to the testbed's plan: the workloads and services to bring up.
-//! Documents go through the injector first, exactly as in production.
+//! From Kubernetes YAML to the testbed's plan: the workloads and services to bring up, and the
+//! Namespaces declared. Read as `weft-inject` reads manifests (as kubectl does); the sidecar is
+//! added later, pod by pod, by the running admission webhook (see `admission`).
 
 use std::collections::BTreeMap;
 
@@ -16,23 +17,15 @@ pub struct Plan {
     pub services: Vec<Service>,
     /// Kinds the testbed deliberately does not run (CronJob), for a log line.
     pub skipped: Vec<String>,
+    /// Namespace objects as declared, by name (the injector reads their annotations).
+    pub namespaces: BTreeMap<String, Value>,
 }
 
-/// Parses, injects and plans the manifests.
-pub fn plan(yaml: &str, inject: &weft_inject::InjectOptions) -> Result<Plan, TestbedError> {
-    let docs = injected_documents(yaml, inject)?;
-    plan_documents(&docs)
-}
-
-/// The documents after injection: the same parsing and sidecar injection as production.
-fn injected_documents(
-    yaml: &str,
-    inject: &weft_inject::InjectOptions,
-) -> Result<Vec<Value>, TestbedError> {
+/// Parses and plans the manifests.
+pub fn plan(yaml: &str) -> Result<Plan, TestbedError> {
     let docs =
         weft_inject::parse_manifests(yaml).map_err(|e| TestbedError::Manifest(e.to_string()))?;
-    weft_inject::inject(docs, inject)
-        .map_err(|e| TestbedError::Manifest(format!("injecting the sidecar: {e}")))
+    plan_documents(&docs)
 }
 
 pub fn plan_documents(docs: &[Value]) -> Result<Plan, TestbedError> {
@@ -47,8 +40,15 @@ pub fn plan_documents(docs: &[Value]) -> Result<Plan, TestbedError> {
         } else if kind == "CronJob" {
             plan.skipped
                 .push(format!("CronJob {}/{}", meta.namespace, meta.name));
+        } else if kind == "Namespace" {
+            if meta.name.is_empty() {
+                return Err(TestbedError::Manifest(
+                    "a Namespace has no metadata.name".into(),
+                ));
+            }
+            plan.namespaces.insert(meta.name.clone(), doc.clone());
         }
-        // Namespaces, ConfigMaps, ServiceAccounts... have nothing to run.
+        // ConfigMaps, ServiceAccounts... have nothing to run.
     }
     Ok(plan)
 }
@@ -56,7 +56,6 @@ pub fn plan_documents(docs: &[Value]) -> Result<Plan, TestbedError> {
 struct Meta {
     name: String,
     namespace: String,
-    labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
 }
 
@@ -66,7 +65,6 @@ impl Meta {
         Meta {
             name: string_at(meta, "name").unwrap_or_default(),
             namespace: string_at(meta, "namespace").unwrap_or_else(|| "default".to_string()),
-            labels: string_map(meta.and_then(|m| m.get("labels"))),
             annotations: string_map(meta.and_then(|m| m.get("annotations"))),
         }
     }
@@ -97,24 +95,18 @@ fn workload(kind: WorkloadKind, meta: &Meta, doc: &Value) -> Result<Workload, Te
         )));
     }
     let spec = doc.get("spec");
-    let (labels, annotations, pod_spec_value) = match kind {
-        WorkloadKind::Pod => (meta.labels.clone(), meta.annotations.clone(), spec),
-        _ => {
-            let template = spec.and_then(|s| s.get("template"));
-            let template_meta = template.and_then(|t| t.get("metadata"));
-            (
-                string_map(template_meta.and_then(|m| m.get("labels"))),
-                string_map(template_meta.and_then(|m| m.get("annotations"))),
-                template.and_then(|t| t.get("spec")),
-            )
-        }
+    // The pod template as the controller would stamp it out (a bare Pod's own metadata).
+    let template = match kind {
+        WorkloadKind::Pod => serde_json::json!({
+            "metadata": doc.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({})),
+            "spec": spec.cloned().unwrap_or(Value::Null),
+        }),
+        _ => spec
+            .and_then(|s| s.get("template"))
+            .cloned()
+            .unwrap_or(Value::Null),
     };
-    let pod_spec_value = pod_spec_value.ok_or_else(|| err("no pod spec".into()))?;
-    let pod_spec: PodSpec = serde_json::from_value(pod_spec_value.clone())
-        .map_err(|e| err(format!("pod spec: {e}")))?;
-    if pod_spec.containers.is_empty() {
-        return Err(err("pod spec has no containers".into()));
-    }
+    let pod_spec = PodTemplate::read(&template).map_err(err)?.spec;
     let replicas = match kind {
         WorkloadKind::Deployment | WorkloadKind::ReplicaSet | WorkloadKind::StatefulSet => {
             match spec.and_then(|s| s.get("replicas")) {
@@ -132,11 +124,38 @@ fn workload(kind: WorkloadKind, meta: &Meta, doc: &Value) -> Result<Workload, Te
         name: meta.name.clone(),
         namespace: meta.namespace.clone(),
         replicas,
-        labels,
-        annotations,
         spec: pod_spec,
+        template,
         service_name: string_at(spec, "serviceName"),
     })
+}
+
+/// What the testbed acts on in a pod template (or a Pod object): labels, annotations, spec.
+pub struct PodTemplate {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+    pub spec: PodSpec,
+}
+
+impl PodTemplate {
+    /// Reads `{metadata, spec}`; the error says what is wrong with the spec.
+    pub fn read(template: &Value) -> Result<PodTemplate, String> {
+        let metadata = template.get("metadata");
+        let spec_value = template
+            .get("spec")
+            .filter(|s| !s.is_null())
+            .ok_or("no pod spec")?;
+        let spec: PodSpec =
+            serde_json::from_value(spec_value.clone()).map_err(|e| format!("pod spec: {e}"))?;
+        if spec.containers.is_empty() {
+            return Err("pod spec has no containers".into());
+        }
+        Ok(PodTemplate {
+            labels: string_map(metadata.and_then(|m| m.get("labels"))),
+            annotations: string_map(metadata.and_then(|m| m.get("annotations"))),
+            spec,
+        })
+    }
 }
 
 fn service(meta: &Meta, doc: &Value) -> Result<Service, TestbedError> {
@@ -167,7 +186,7 @@ mod tests {
     use super::*;
 
     fn plan_str(yaml: &str) -> Result<Plan, TestbedError> {
-        plan(yaml, &Default::default())
+        plan(yaml)
     }
 
     const YAML: &str = r#"
@@ -218,7 +237,7 @@ spec:
 
     #[test]
     fn plans_workloads_services_and_skips_cronjobs() {
-        let plan = plan(YAML, &Default::default()).unwrap();
+        let plan = plan(YAML).unwrap();
         assert_eq!(plan.workloads.len(), 2);
         let catalog = &plan.workloads[0];
         assert_eq!(
@@ -227,7 +246,7 @@ spec:
         );
         assert_eq!(catalog.namespace, "shop");
         assert_eq!(
-            catalog.labels.get("app").map(String::as_str),
+            catalog.template["metadata"]["labels"]["app"].as_str(),
             Some("catalog")
         );
         assert_eq!(catalog.spec.containers[0].ports[0].container_port, 8080);
@@ -236,10 +255,14 @@ spec:
             (client.kind, client.replicas, client.namespace.as_str()),
             (WorkloadKind::Pod, 1, "default")
         );
-        assert_eq!(client.labels.get("app").map(String::as_str), Some("client"));
+        assert_eq!(
+            client.template["metadata"]["labels"]["app"].as_str(),
+            Some("client")
+        );
         assert_eq!(plan.services.len(), 1);
         assert_eq!(plan.services[0].ports[0].port, 80);
         assert_eq!(plan.skipped, vec!["CronJob default/nightly".to_string()]);
+        assert_eq!(plan.namespaces.keys().collect::<Vec<_>>(), ["shop"]);
     }
 
     #[test]
@@ -259,18 +282,29 @@ spec:
     }
 
     #[test]
-    fn meshed_pods_come_out_injected() {
-        let yaml = "kind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    metadata:\n      labels: {app: web}\n      annotations: {weft.io/inject: enabled}\n    spec:\n      containers: [{name: app, image: x, command: [sleep, '1']}]\n";
-        let plan = plan(yaml, &Default::default()).unwrap();
-        let spec = &plan.workloads[0].spec;
-        assert_eq!(spec.init_containers[0].name, "weft-init");
-        assert!(spec.init_containers[0].is_proxy_image());
-        assert!(
-            spec.containers
-                .iter()
-                .any(|c| c.name == "weft-proxy" && c.is_proxy_image())
+    fn pods_are_planned_as_written_with_their_templates_for_the_webhook() {
+        let yaml = "kind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    metadata:\n      labels: {app: web}\n      annotations: {weft.io/inject: enabled}\n    spec:\n      containers: [{name: app, image: x, command: [sleep, '1'], terminationMessagePath: /dev/x}]\n---\nkind: Pod\nmetadata: {name: solo, annotations: {a: b}}\nspec: {containers: [{name: c, image: x}]}\n";
+        let plan = plan(yaml).unwrap();
+        let web = &plan.workloads[0];
+        let names: Vec<&str> = web
+            .spec
+            .containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(names, ["app"], "not injected here");
+        assert!(web.spec.init_containers.is_empty());
+        assert_eq!(
+            web.template["spec"]["containers"][0]["terminationMessagePath"], "/dev/x",
+            "the template keeps fields the testbed does not read"
         );
-        assert!(spec.containers.iter().any(|c| c.name == "app"));
+        assert_eq!(
+            web.template["metadata"]["annotations"]["weft.io/inject"],
+            "enabled"
+        );
+        let solo = &plan.workloads[1];
+        assert_eq!(solo.template["metadata"]["name"], "solo");
+        assert_eq!(solo.template["spec"]["containers"][0]["name"], "c");
     }
 
     #[test]

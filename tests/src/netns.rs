@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use nix::sched::{CloneFlags, setns};
 
-use crate::address::{BRIDGE_IP, POD_PREFIX_LEN};
+use crate::address::{BRIDGE_IP, POD_PREFIX_LEN, SERVICE_CIDR};
 use crate::error::TestbedError;
 use crate::process::run_checked;
 
@@ -43,6 +43,9 @@ pub fn create_node(netns: &str) -> Result<ReturnPath, TestbedError> {
     let gateway = format!("{BRIDGE_IP}/{POD_PREFIX_LEN}");
     ip(&["-n", netns, "addr", "add", &gateway, "dev", BRIDGE])?;
     ip(&["-n", netns, "link", "set", BRIDGE, "up"])?;
+    // ClusterIPs are reachable from the node itself (the webhook's caller, exec_node), as on a
+    // Kubernetes node: the route gets the connection to the nat OUTPUT chain, which DNATs it.
+    ip(&["-n", netns, "route", "add", SERVICE_CIDR, "dev", BRIDGE])?;
     in_netns(netns, || {
         write_sysctl("/proc/sys/net/ipv4/ip_forward")?;
         let bridge_nf = "/proc/sys/net/bridge/bridge-nf-call-iptables";

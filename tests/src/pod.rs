@@ -28,6 +28,8 @@ pub struct PodInfo {
     pub namespace: String,
     pub ip: Ipv4Addr,
     pub labels: BTreeMap<String, String>,
+    /// As admitted (`weft.io/injected` on a pod the webhook meshed).
+    pub annotations: BTreeMap<String, String>,
     /// The controller (Deployment, StatefulSet, ...) that made it; None for a bare Pod.
     pub owner: Option<String>,
 }

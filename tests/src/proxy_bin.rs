@@ -29,8 +29,12 @@ pub const IDENTITY: BuiltBinary = BuiltBinary {
     name: "weft-identity",
     env: "WEFT_IDENTITY_BIN",
 };
+pub const INJECTOR: BuiltBinary = BuiltBinary {
+    name: "weft-injector",
+    env: "WEFT_INJECTOR_BIN",
+};
 /// Every image the testbed maps to a binary of this build.
-pub const BUILT: [BuiltBinary; 3] = [PROXY, DISCOVERY, IDENTITY];
+pub const BUILT: [BuiltBinary; 4] = [PROXY, DISCOVERY, IDENTITY, INJECTOR];
 
 pub fn locate_binary(bin: BuiltBinary, explicit: Option<&Path>) -> Result<PathBuf, TestbedError> {
     if let Some(path) = explicit {

@@ -13,6 +13,7 @@ use nix::unistd::Pid;
 use std::collections::BTreeMap;
 
 use crate::address::AddressPool;
+use crate::admission::Webhook;
 use crate::cleanup::{self, DownTarget};
 use crate::cluster_dir::{self, PodView, ServiceView};
 use crate::control_plane::{self, ControlPlane, DISCOVERY, DISCOVERY_ADMIN_PORT};
@@ -21,7 +22,7 @@ use crate::error::TestbedError;
 use crate::hosts::ServiceRecord;
 use crate::identity_ca::IdentityCa;
 use crate::lookup::find_pod;
-use crate::manifest;
+use crate::manifest::{self, PodTemplate};
 use crate::naming;
 use crate::netns::{self, ReturnPath};
 use crate::pod::{Pod, PodContext, PodInfo, exit_code, in_pod_as, log_tail};
@@ -97,9 +98,13 @@ pub struct Testbed {
     workloads: Vec<Workload>,
     pods: Vec<Pod>,
     services: Vec<ServiceEntry>,
+    /// Every Namespace, as declared or implied (written to the cluster directory).
+    namespaces: BTreeMap<String, serde_json::Value>,
+    service_pool: AddressPool,
     pod_addrs: AddressPool,
     next_seq: u32,
-    /// Built binaries standing in for images, by name (weft-proxy, weft-discovery, weft-identity).
+    /// Built binaries standing in for images, by name (weft-proxy, weft-discovery,
+    /// weft-identity, weft-injector).
     binaries: BTreeMap<String, PathBuf>,
     /// What weft-discovery's file source reads (see `cluster_dir`).
     cluster_dir: PathBuf,
@@ -108,17 +113,19 @@ pub struct Testbed {
     /// The CA the control plane's weft-identity serves, when it runs: the source of pods' tokens
     /// and trust anchors.
     identity_ca: Option<IdentityCa>,
+    /// The admission webhook every application pod goes through.
+    webhook: Option<Webhook>,
     return_path: ReturnPath,
     detached: bool,
     spawn_seq: AtomicU32,
 }
 
 impl Testbed {
-    /// Injects and brings up the manifests; returns once every pod is ready.
+    /// Brings up the manifests, every application pod admitted through the running admission
+    /// webhook (see `admission`); returns once every pod is ready.
     pub fn up(manifests_yaml: &str, opts: TestbedOptions) -> Result<Testbed, TestbedError> {
-        let inject = opts.control_plane.inject_options();
-        let mut plan = manifest::plan(manifests_yaml, &inject)?;
-        for skipped in &plan.skipped {
+        let app = manifest::plan(manifests_yaml)?;
+        for skipped in &app.skipped {
             tracing::info!("skipping {skipped}: the testbed does not run CronJobs");
         }
         let instance = match &opts.name {
@@ -140,60 +147,50 @@ impl Testbed {
             }
             cleanup::down(&DownTarget::Instance(instance.clone()), &opts.state_root)?;
         }
-        let needs_proxy = plan
+        let cluster_dir = state_dir.join("cluster");
+        let needs_webhook = app.workloads.iter().any(|w| reviewed(&w.namespace));
+        // Located before anything is made, so a missing binary leaves nothing behind (the rest
+        // are known once the webhook has admitted the pods).
+        let mut binaries = BTreeMap::new();
+        if needs_webhook {
+            binaries.insert(
+                crate::proxy_bin::INJECTOR.name.to_string(),
+                crate::proxy_bin::locate_binary(crate::proxy_bin::INJECTOR, None)?,
+            );
+        }
+        // Every namespace a pod or Service is in exists, as in a cluster; declared ones as written.
+        let mut namespaces = app.namespaces;
+        let used = app
             .workloads
             .iter()
-            .flat_map(|w| w.spec.init_containers.iter().chain(&w.spec.containers))
-            .any(|c| c.is_proxy_image());
-        let cluster_dir = state_dir.join("cluster");
-        // Meshed pods need the control plane; it starts first, so proxies find it up.
-        let control_workloads = if needs_proxy {
-            let control = manifest::plan(
-                &opts
-                    .control_plane
-                    .manifests(&cluster_dir, opts.identity_cert_lifetime),
-                &inject,
-            )?;
-            let count = control.workloads.len();
-            plan.workloads.splice(0..0, control.workloads);
-            plan.services.splice(0..0, control.services);
-            count
-        } else {
-            0
-        };
-        // Located before anything is made, so a missing binary leaves nothing behind.
-        let mut binaries = BTreeMap::new();
-        for bin in crate::proxy_bin::BUILT {
-            let used = plan
-                .workloads
-                .iter()
-                .flat_map(|w| w.spec.init_containers.iter().chain(&w.spec.containers))
-                .any(|c| c.built_binary() == Some(bin.name));
-            if used {
-                let explicit = (bin == crate::proxy_bin::PROXY)
-                    .then_some(opts.proxy_bin.as_deref())
-                    .flatten();
-                binaries.insert(
-                    bin.name.to_string(),
-                    crate::proxy_bin::locate_binary(bin, explicit)?,
-                );
-            }
+            .map(|w| &w.namespace)
+            .chain(app.services.iter().map(|s| &s.namespace));
+        for name in used {
+            namespaces
+                .entry(name.clone())
+                .or_insert_with(|| bare_namespace(name));
         }
+        // Services' own clusterIPs are theirs before any address is handed out.
+        let mut service_pool = AddressPool::services();
+        let requested = reserve_requested(&mut service_pool, &app.services);
         let mut testbed = Testbed {
             node_netns: naming::node_netns(&instance),
             instance,
             opts,
             log_dir: state_dir.join("logs"),
             state_dir,
-            workloads: plan.workloads,
+            workloads: Vec::new(),
             pods: Vec::new(),
             services: Vec::new(),
+            namespaces,
+            service_pool,
             pod_addrs: AddressPool::pods(),
             next_seq: 0,
-            binaries,
+            binaries: BTreeMap::new(),
             cluster_dir,
             cluster_revision: 0,
             identity_ca: None,
+            webhook: None,
             return_path: ReturnPath::BridgeNetfilter,
             detached: false,
             spawn_seq: AtomicU32::new(0),
@@ -203,20 +200,8 @@ impl Testbed {
         std::fs::create_dir_all(&testbed.log_dir)
             .map_err(|e| TestbedError::io("creating", &testbed.log_dir, e))?;
         testbed.save_state()?;
-        for path in testbed.binaries.values_mut() {
-            if !crate::proxy_bin::runnable_by_others(path) {
-                // The sidecar runs as UID 2102; give it a copy it can reach.
-                *path = crate::proxy_bin::runnable_copy(path, &testbed.state_dir.join("bin"))?;
-            }
-        }
-        // The CA pod serves this directory (as Secret weft/weft-identity-ca) and pods' token and
-        // anchor volumes come from it, so it exists before any pod starts.
-        if control_workloads > 0
-            && testbed.opts.control_plane.runs(&control_plane::IDENTITY)
-            && let Some(bin) = testbed.binaries.get(control_plane::IDENTITY.name)
-        {
-            let dir = testbed.state_dir.join("identity-ca");
-            testbed.identity_ca = Some(IdentityCa::init(bin, &dir, &inject.trust_domain)?);
+        for (name, path) in binaries {
+            testbed.add_binary(name, path)?;
         }
         testbed.return_path = netns::create_node(&testbed.node_netns)?;
         if testbed.return_path == ReturnPath::Masquerade {
@@ -224,42 +209,198 @@ impl Testbed {
                 "br_netfilter is not loaded: Service traffic is masqueraded, servers see the node address"
             );
         }
-        testbed.assign_cluster_ips(plan.services)?;
-        // The control plane first, ready before any application pod starts.
-        let phases = [
-            0..control_workloads,
-            control_workloads..testbed.workloads.len(),
-        ];
-        for workloads in phases {
-            let mut new_pods = Vec::new();
-            for w in workloads {
-                for replica in 0..testbed.workloads[w].replicas {
-                    new_pods.push(testbed.create_pod(w, replica)?);
-                }
+        // The webhook first: every application pod is admitted through it.
+        if needs_webhook {
+            testbed.start_webhook()?;
+        }
+        let mut admitted = Vec::with_capacity(app.workloads.len());
+        for w in &app.workloads {
+            let pods = (0..w.replicas)
+                .map(|replica| testbed.admit(w, &w.pod_name(replica)))
+                .collect::<Result<Vec<_>, _>>()?;
+            admitted.push(pods);
+        }
+        // Meshed pods need the rest of the control plane; it starts next, so proxies find it up.
+        let meshed = admitted
+            .iter()
+            .flatten()
+            .flat_map(|p| p.spec.init_containers.iter().chain(&p.spec.containers))
+            .any(|c| c.is_proxy_image());
+        if meshed && !testbed.opts.control_plane.components().is_empty() {
+            let control = manifest::plan(
+                &testbed
+                    .opts
+                    .control_plane
+                    .manifests(&testbed.cluster_dir, testbed.opts.identity_cert_lifetime),
+            )?;
+            let new_pods = testbed.add_control_plane(control)?;
+            // The CA pod serves this directory (as Secret weft/weft-identity-ca) and pods' token
+            // and anchor volumes come from it, so it exists before any pod starts.
+            if testbed.opts.control_plane.runs(&control_plane::IDENTITY)
+                && let Some(bin) = testbed.binaries.get(control_plane::IDENTITY.name)
+            {
+                let dir = testbed.state_dir.join("identity-ca");
+                testbed.identity_ca = Some(IdentityCa::init(
+                    bin,
+                    &dir,
+                    weft_inject::DEFAULT_TRUST_DOMAIN,
+                )?);
             }
-            if !new_pods.is_empty() {
-                testbed.start_pods(&new_pods)?;
-            }
+            testbed.start_pods(&new_pods)?;
+        }
+        let new_pods = testbed.add_workloads(app.workloads, admitted, app.services, requested)?;
+        if new_pods.is_empty() {
+            // Services without pods still get their rules and files.
+            testbed.write_cluster_dir()?;
+            testbed.apply_service_rules()?;
+            testbed.save_state()?;
+        } else {
+            testbed.start_pods(&new_pods)?;
         }
         Ok(testbed)
     }
 
-    fn assign_cluster_ips(&mut self, services: Vec<Service>) -> Result<(), TestbedError> {
-        let mut pool = AddressPool::services();
-        let mut wanted = Vec::with_capacity(services.len());
-        for service in &services {
-            let requested = service
-                .requested_cluster_ip
-                .as_deref()
-                .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
-                .filter(|ip| pool.reserve(*ip));
-            wanted.push(requested);
+    /// Starts the weft-injector pod and waits until its `/ready` answers over verified HTTPS.
+    fn start_webhook(&mut self) -> Result<(), TestbedError> {
+        let ca_file = self.state_dir.join("injector-ca.pem");
+        let injector = manifest::plan(
+            &self
+                .opts
+                .control_plane
+                .injector_manifest(&self.cluster_dir, &ca_file),
+        )?;
+        let new_pods = self.add_control_plane(injector)?;
+        self.start_pods(&new_pods)?;
+        let cluster_ip = self
+            .services
+            .iter()
+            .find(|e| {
+                e.service.name == control_plane::INJECTOR.name && e.service.namespace == "weft"
+            })
+            .and_then(|e| e.cluster_ip)
+            .ok_or_else(|| TestbedError::NoSuchService("weft-injector.weft".into()))?;
+        let webhook = Webhook::new(
+            &self.node_netns,
+            cluster_ip,
+            &ca_file,
+            &self.state_dir.join("admission"),
+        );
+        if let Err(last) = webhook.wait_ready(Instant::now() + self.opts.ready_timeout)? {
+            let pod = self
+                .pods
+                .iter()
+                .find(|p| p.info.owner.as_deref() == Some(control_plane::INJECTOR.name));
+            return Err(TestbedError::NotReady {
+                pod: pod.map_or_else(|| "weft-injector".into(), |p| p.info.name.clone()),
+                container: "injector".into(),
+                timeout: self.opts.ready_timeout,
+                last,
+                log_tail: pod
+                    .and_then(|p| p.containers.first())
+                    .map(|c| log_tail(&c.log))
+                    .unwrap_or_default(),
+            });
         }
-        for (service, requested) in services.into_iter().zip(wanted) {
+        self.webhook = Some(webhook);
+        Ok(())
+    }
+
+    /// Replica `pod_name` of `w` as admitted: through the webhook, or as written in a namespace
+    /// the webhook configuration leaves out (`weft`, `kube-system`).
+    fn admit(&self, w: &Workload, pod_name: &str) -> Result<PodTemplate, TestbedError> {
+        let object_error =
+            |reason: String| TestbedError::object("Pod", &w.namespace, pod_name, reason);
+        if !reviewed(&w.namespace) {
+            return PodTemplate::read(&w.template).map_err(object_error);
+        }
+        let webhook = self
+            .webhook
+            .as_ref()
+            .ok_or_else(|| TestbedError::Admission {
+                pod: format!("{}/{pod_name}", w.namespace),
+                reason: "the webhook is not running".into(),
+            })?;
+        let pod = webhook.admit(w, pod_name)?;
+        PodTemplate::read(&pod).map_err(|e| object_error(format!("as admitted: {e}")))
+    }
+
+    /// Control-plane workloads and Services (not reviewed: namespace `weft`), their pods made.
+    fn add_control_plane(&mut self, plan: manifest::Plan) -> Result<Vec<usize>, TestbedError> {
+        let pods = plan
+            .workloads
+            .iter()
+            .map(|w| {
+                (0..w.replicas)
+                    .map(|replica| self.admit(w, &w.pod_name(replica)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        for (name, namespace) in plan.namespaces {
+            self.namespaces.insert(name, namespace);
+        }
+        let requested = reserve_requested(&mut self.service_pool, &plan.services);
+        self.add_workloads(plan.workloads, pods, plan.services, requested)
+    }
+
+    /// Records the workloads and Services, locates the binaries their pods run, assigns
+    /// ClusterIPs and makes each pod's network; returns the new pods (to `start_pods`).
+    fn add_workloads(
+        &mut self,
+        workloads: Vec<Workload>,
+        pods: Vec<Vec<PodTemplate>>,
+        services: Vec<Service>,
+        requested: Vec<Option<Ipv4Addr>>,
+    ) -> Result<Vec<usize>, TestbedError> {
+        for bin in crate::proxy_bin::BUILT {
+            let used = pods
+                .iter()
+                .flatten()
+                .flat_map(|p| p.spec.init_containers.iter().chain(&p.spec.containers))
+                .any(|c| c.built_binary() == Some(bin.name));
+            if used && !self.binaries.contains_key(bin.name) {
+                let explicit = (bin == crate::proxy_bin::PROXY)
+                    .then_some(self.opts.proxy_bin.as_deref())
+                    .flatten();
+                let path = crate::proxy_bin::locate_binary(bin, explicit)?;
+                self.add_binary(bin.name.to_string(), path)?;
+            }
+        }
+        self.assign_cluster_ips(services, requested)?;
+        let mut new_pods = Vec::new();
+        for (workload, replicas) in workloads.into_iter().zip(pods) {
+            self.workloads.push(workload);
+            let w = self.workloads.len() - 1;
+            for (replica, pod) in replicas.into_iter().enumerate() {
+                new_pods.push(self.create_pod(w, replica, pod)?);
+            }
+        }
+        Ok(new_pods)
+    }
+
+    /// A binary standing in for an image; the sidecar runs as UID 2102, so one it cannot reach
+    /// is copied where it can.
+    fn add_binary(&mut self, name: String, mut path: PathBuf) -> Result<(), TestbedError> {
+        if !crate::proxy_bin::runnable_by_others(&path) {
+            path = crate::proxy_bin::runnable_copy(&path, &self.state_dir.join("bin"))?;
+        }
+        self.binaries.insert(name, path);
+        Ok(())
+    }
+
+    fn assign_cluster_ips(
+        &mut self,
+        services: Vec<Service>,
+        requested: Vec<Option<Ipv4Addr>>,
+    ) -> Result<(), TestbedError> {
+        for (service, requested) in services.into_iter().zip(requested) {
             let cluster_ip = match (service.is_headless(), requested) {
-                (true, _) => None,
+                (true, Some(ip)) => {
+                    self.service_pool.release(ip);
+                    None
+                }
+                (true, None) => None,
                 (false, Some(ip)) => Some(ip),
-                (false, None) => Some(pool.allocate()?),
+                (false, None) => Some(self.service_pool.allocate()?),
             };
             self.services.push(ServiceEntry {
                 service,
@@ -269,8 +410,13 @@ impl Testbed {
         Ok(())
     }
 
-    /// Network for one replica; containers are started later by `start_pods`.
-    fn create_pod(&mut self, workload: usize, replica: usize) -> Result<usize, TestbedError> {
+    /// Network for one replica as admitted; containers are started later by `start_pods`.
+    fn create_pod(
+        &mut self,
+        workload: usize,
+        replica: usize,
+        admitted: PodTemplate,
+    ) -> Result<usize, TestbedError> {
         let w = &self.workloads[workload];
         let name = w.pod_name(replica);
         let (hostname, subdomain) = w.dns_identity(&name);
@@ -282,10 +428,11 @@ impl Testbed {
                 name,
                 namespace: w.namespace.clone(),
                 ip,
-                labels: w.labels.clone(),
+                labels: admitted.labels,
+                annotations: admitted.annotations,
                 owner: w.owner(),
             },
-            spec: w.spec.clone(),
+            spec: admitted.spec,
             workload,
             replica,
             netns: naming::pod_netns(&self.instance, seq),
@@ -349,11 +496,12 @@ impl Testbed {
             .map(|p| PodView {
                 info: &p.info,
                 spec: &p.spec,
-                annotations: &self.workloads[p.workload].annotations,
+                annotations: &p.info.annotations,
                 ready: p.ready,
             })
             .collect();
-        cluster_dir::write(&self.cluster_dir, &cluster_dir::objects(&services, &pods))?;
+        let objects = cluster_dir::objects(&self.namespaces, &services, &pods);
+        cluster_dir::write(&self.cluster_dir, &objects)?;
         self.cluster_revision += 1;
         cluster_dir::write_revision(&self.cluster_dir, self.cluster_revision)
     }
@@ -397,13 +545,13 @@ impl Testbed {
     }
 
     /// The built binary standing in for an image (`weft-proxy`, `weft-discovery`,
-    /// `weft-identity`), if any pod uses it.
+    /// `weft-identity`, `weft-injector`), if any pod uses it.
     pub fn binary(&self, name: &str) -> Option<&Path> {
         self.binaries.get(name).map(PathBuf::as_path)
     }
 
-    /// The directory of Service, EndpointSlice and Pod YAML the testbed keeps in step with its
-    /// view (weft-discovery's file source reads it).
+    /// The directory of Namespace, Service, EndpointSlice and Pod YAML the testbed keeps in step
+    /// with its view (weft-discovery's file source and weft-injector's namespace lookup read it).
     pub fn cluster_dir(&self) -> &Path {
         &self.cluster_dir
     }
@@ -630,7 +778,9 @@ impl Testbed {
         } else {
             let mut new_pods = Vec::new();
             for replica in current..replicas {
-                new_pods.push(self.create_pod(w, replica)?);
+                let workload = &self.workloads[w];
+                let admitted = self.admit(workload, &workload.pod_name(replica))?;
+                new_pods.push(self.create_pod(w, replica, admitted)?);
             }
             self.start_pods(&new_pods)
         }
@@ -976,6 +1126,31 @@ impl Testbed {
             eprintln!("weft-testbed {}: teardown: {e}", self.instance);
         }
     }
+}
+
+/// Whether pods in `namespace` go to the webhook: all but the control plane's and kube-system,
+/// as the webhook configuration's namespaceSelector in deploy/manifests has it.
+fn reviewed(namespace: &str) -> bool {
+    !matches!(namespace, "weft" | "kube-system")
+}
+
+/// A Namespace object with nothing but its name (one the manifests use without declaring).
+fn bare_namespace(name: &str) -> serde_json::Value {
+    serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+}
+
+/// Claims each Service's own `spec.clusterIP` (when free and in the pool), in order.
+fn reserve_requested(pool: &mut AddressPool, services: &[Service]) -> Vec<Option<Ipv4Addr>> {
+    services
+        .iter()
+        .map(|service| {
+            service
+                .requested_cluster_ip
+                .as_deref()
+                .and_then(|ip| ip.parse::<Ipv4Addr>().ok())
+                .filter(|ip| pool.reserve(*ip))
+        })
+        .collect()
 }
 
 impl Drop for Testbed {

@@ -1,8 +1,6 @@
 //! Workloads (Pod, Deployment, ReplicaSet, StatefulSet, DaemonSet, Job) and the pods each one
 //! stands for: how many, and what they are called.
 
-use std::collections::BTreeMap;
-
 use crate::container::PodSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,10 +41,11 @@ pub struct Workload {
     pub name: String,
     pub namespace: String,
     pub replicas: usize,
-    pub labels: BTreeMap<String, String>,
-    /// The pod template's annotations (after injection).
-    pub annotations: BTreeMap<String, String>,
+    /// The pod template's spec as written (a pod's own, with its labels and annotations, is
+    /// what the webhook admitted).
     pub spec: PodSpec,
+    /// The pod template (`metadata`, `spec`) as written, for the admission webhook.
+    pub template: serde_json::Value,
     /// StatefulSet `serviceName`: pods get `<pod>.<serviceName>` DNS names.
     pub service_name: Option<String>,
 }
@@ -101,9 +100,8 @@ mod tests {
             name: name.into(),
             namespace: "default".into(),
             replicas: 2,
-            labels: BTreeMap::new(),
-            annotations: BTreeMap::new(),
             spec: PodSpec::default(),
+            template: serde_json::Value::Null,
             service_name: Some("db".into()),
         }
     }

@@ -27,7 +27,11 @@ fn workload(kind: &str, annotations: Value) -> Value {
             "jobTemplate": {"spec": {"template": template(annotations)}}}),
         _ => json!({"replicas": 2, "template": template(annotations)}),
     };
-    json!({"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": "web"}, "spec": spec})
+    let api_version = match kind {
+        "Job" | "CronJob" => "batch/v1",
+        _ => "apps/v1",
+    };
+    json!({"apiVersion": api_version, "kind": kind, "metadata": {"name": "web"}, "spec": spec})
 }
 
 fn template_of(doc: &Value) -> &Value {
@@ -103,7 +107,7 @@ fn unannotated_workloads_pass_through_unchanged() {
 
 #[test]
 fn pod_without_metadata_passes_through() {
-    let doc = json!({"kind": "Pod", "spec": pod_spec()});
+    let doc = json!({"apiVersion": "v1", "kind": "Pod", "spec": pod_spec()});
     assert_eq!(inject_one_doc(doc.clone()).unwrap(), doc);
 }
 
@@ -221,10 +225,14 @@ fn injecting_twice_changes_nothing() {
 }
 
 #[test]
-fn already_injected_pod_with_stale_annotations_passes_through() {
+fn re_injecting_validates_the_annotations_again() {
     let mut doc = inject_one_doc(workload("Pod", json!({"weft.io/inject": "enabled"}))).unwrap();
     doc["metadata"]["annotations"]["weft.io/not-a-setting"] = json!("x");
-    assert_eq!(inject_one_doc(doc.clone()).unwrap(), doc);
+    let text = inject_one_doc(doc).unwrap_err().to_string();
+    assert!(
+        text.starts_with(r#"Pod default/web: unknown annotation "weft.io/not-a-setting""#),
+        "{text}"
+    );
 }
 
 #[test]
@@ -321,7 +329,7 @@ fn default_options_use_the_default_image() {
 
 #[test]
 fn meshed_pod_without_containers_is_an_error() {
-    let doc = json!({"kind": "Pod", "metadata": {"name": "p", "annotations": {"weft.io/inject": "enabled"}}, "spec": {}});
+    let doc = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "annotations": {"weft.io/inject": "enabled"}}, "spec": {}});
     let text = inject_one_doc(doc).unwrap_err().to_string();
     assert_eq!(
         text,
@@ -331,8 +339,8 @@ fn meshed_pod_without_containers_is_an_error() {
 
 #[test]
 fn workload_without_pod_template_is_an_error() {
-    let doc =
-        json!({"kind": "DaemonSet", "metadata": {"name": "agent", "namespace": "ops"}, "spec": {}});
+    let doc = json!({"apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "agent", "namespace": "ops"}, "spec": {}});
     let text = inject_one_doc(doc).unwrap_err().to_string();
     assert_eq!(
         text,
@@ -381,4 +389,297 @@ fn with_an_identity_service_the_proxy_gets_its_token_and_anchors() {
     let spec = &without[0]["spec"]["template"]["spec"];
     assert!(spec.get("volumes").is_none());
     assert!(spec["containers"][0].get("volumeMounts").is_none());
+}
+
+fn outcomes(docs: Vec<Value>, options: &InjectOptions) -> Vec<String> {
+    inject_with_outcomes(docs, options)
+        .unwrap()
+        .outcomes
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+#[test]
+fn items_of_a_list_are_injected() {
+    let list = json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": ""},
+        "items": [workload("Deployment", json!({"weft.io/inject": "enabled"})),
+                  {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}}]});
+    let out = inject_with_outcomes(vec![list.clone()], &opts()).unwrap();
+    let items = out.docs[0]["items"].as_array().unwrap();
+    assert_eq!(
+        container_names(template_of(&items[0]), "containers"),
+        ["weft-proxy", "app"]
+    );
+    assert_eq!(items[1], list["items"][1]);
+    assert_eq!(out.docs[0]["metadata"], list["metadata"]);
+    assert_eq!(
+        out.outcomes
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["injected Deployment default/web"]
+    );
+}
+
+#[test]
+fn a_namespace_inside_a_list_meshes_its_pods() {
+    let mut pod = workload("Pod", json!(null));
+    pod["metadata"]["namespace"] = json!("shop");
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "v1", "kind": "Namespace",
+         "metadata": {"name": "shop", "annotations": {"weft.io/inject": "enabled"}}},
+        pod]});
+    let out = inject(vec![list], &opts()).unwrap();
+    assert_eq!(
+        container_names(&out[0]["items"][1], "containers"),
+        ["weft-proxy", "app"]
+    );
+}
+
+#[test]
+fn a_custom_resource_called_job_passes_through_untouched() {
+    let crd = json!({"apiVersion": "batch.example.com/v1alpha1", "kind": "Job",
+        "metadata": {"name": "nightly", "annotations": {"weft.io/inject": "enabled",
+                                                          "weft.io/bogus": "x"}},
+        "spec": {"steps": [{"run": "backup"}]}});
+    let out = inject_with_outcomes(vec![crd.clone()], &opts()).unwrap();
+    assert_eq!(out.docs, [crd]);
+    assert_eq!(
+        out.outcomes[0].to_string(),
+        "skipped Job default/nightly: batch.example.com/v1alpha1 is not a Kubernetes workload API, so it runs no pod to mesh"
+    );
+}
+
+#[test]
+fn host_network_pods_are_skipped_unmodified() {
+    for kind in KINDS {
+        let mut doc = workload(kind, json!({"weft.io/inject": "enabled"}));
+        let path = pod_template_path(&doc).unwrap();
+        let mut node = &mut doc;
+        for key in path {
+            node = &mut node[*key];
+        }
+        node["spec"]["hostNetwork"] = json!(true);
+        let out = inject_with_outcomes(vec![doc.clone()], &opts()).unwrap();
+        assert_eq!(out.docs, [doc], "{kind}");
+        let line = out.outcomes[0].to_string();
+        assert!(
+            line.starts_with(&format!("skipped {kind} default/web: hostNetwork")),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn every_workload_gets_one_summary_line() {
+    let mut docs: Vec<Value> = KINDS
+        .iter()
+        .map(|kind| workload(kind, json!({"weft.io/inject": "enabled"})))
+        .collect();
+    docs.push(workload("Deployment", json!({})));
+    docs.push(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}));
+    let lines = outcomes(docs, &opts());
+    assert_eq!(
+        lines,
+        [
+            "injected Pod default/web",
+            "injected Deployment default/web",
+            "injected StatefulSet default/web",
+            "injected DaemonSet default/web",
+            "injected ReplicaSet default/web",
+            "injected Job default/web",
+            "injected CronJob default/web",
+            "skipped Deployment default/web: not meshed (no weft.io/inject: enabled on it or its namespace)",
+        ]
+    );
+}
+
+#[test]
+fn re_injection_updates_an_old_injection_to_the_current_settings() {
+    for kind in KINDS {
+        let old = inject_one_doc(workload(
+            kind,
+            json!({"weft.io/inject": "enabled", "weft.io/skip-outbound-ports": "443"}),
+        ))
+        .unwrap();
+        // The user changes an annotation and runs the injector with other flags.
+        let mut edited = old.clone();
+        {
+            let path = pod_template_path(&edited).unwrap();
+            let mut node = &mut edited;
+            for key in path {
+                node = &mut node[*key];
+            }
+            node["metadata"]["annotations"]["weft.io/skip-outbound-ports"] = json!("5432");
+            node["metadata"]["annotations"]["weft.io/proxy-log-level"] = json!("debug");
+        }
+        let options = InjectOptions {
+            proxy_image: "weft-proxy:new".into(),
+            identity_addr: Some("weft-identity.weft.svc:8080".into()),
+            ..opts()
+        };
+        let out = inject_with_outcomes(vec![edited.clone()], &options).unwrap();
+        assert_eq!(
+            out.outcomes[0].to_string(),
+            format!(
+                "updated {kind} default/web: its injection was replaced by one with the current settings"
+            )
+        );
+        // The same as injecting the edited workload from scratch: one proxy, new settings.
+        let never_injected = uninject(vec![edited.clone()]).unwrap().docs.remove(0);
+        let fresh = inject(vec![never_injected], &options).unwrap();
+        assert_eq!(out.docs, fresh, "{kind}");
+        let pod = template_of(&out.docs[0]);
+        assert_eq!(
+            container_names(pod, "containers"),
+            ["weft-proxy", "app"],
+            "{kind}"
+        );
+        assert_eq!(
+            container_names(pod, "initContainers"),
+            ["weft-init"],
+            "{kind}"
+        );
+        assert_eq!(pod["spec"]["containers"][0]["image"], "weft-proxy:new");
+        let args = pod["spec"]["initContainers"][0]["args"].as_array().unwrap();
+        assert!(args.contains(&json!("5432")) && !args.contains(&json!("443")));
+        assert_eq!(pod["spec"]["volumes"].as_array().unwrap().len(), 2);
+
+        // Once more with the same settings: nothing changes.
+        let again = inject_with_outcomes(out.docs.clone(), &options).unwrap();
+        assert_eq!(again.docs, out.docs, "{kind}");
+        assert_eq!(
+            again.outcomes[0].to_string(),
+            format!("unchanged {kind} default/web: already injected as asked")
+        );
+    }
+}
+
+#[test]
+fn disabling_an_injected_pod_takes_the_injection_out() {
+    let original = workload("Deployment", json!({"weft.io/inject": "enabled"}));
+    let mut injected = inject_one_doc(original.clone()).unwrap();
+    injected["spec"]["template"]["metadata"]["annotations"]["weft.io/inject"] = json!("disabled");
+    let out = inject_with_outcomes(vec![injected], &opts()).unwrap();
+    let mut expected = original;
+    expected["spec"]["template"]["metadata"]["annotations"]["weft.io/inject"] = json!("disabled");
+    assert_eq!(out.docs, [expected]);
+    assert_eq!(
+        out.outcomes[0].to_string(),
+        "uninjected Deployment default/web: weft.io/inject: disabled"
+    );
+}
+
+#[test]
+fn an_injected_pod_whose_mesh_is_not_in_the_input_is_kept() {
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "shop", "annotations": {"weft.io/inject": "enabled"}}});
+    let mut pod = workload("Pod", json!(null));
+    pod["metadata"]["namespace"] = json!("shop");
+    let injected = inject(vec![ns, pod], &opts()).unwrap().remove(1);
+    // Injected again without the Namespace: nothing says whether to mesh it, so it stays.
+    let out = inject_with_outcomes(vec![injected.clone()], &opts()).unwrap();
+    assert_eq!(out.docs, [injected]);
+    assert!(
+        out.outcomes[0]
+            .to_string()
+            .starts_with("skipped Pod shop/web: already injected"),
+        "{}",
+        out.outcomes[0]
+    );
+}
+
+#[test]
+fn uninject_gives_back_what_was_injected() {
+    let identity = InjectOptions {
+        identity_addr: Some("weft-identity.weft.svc:8080".into()),
+        discovery_addr: Some("weft-discovery.weft.svc:8086".into()),
+        ..opts()
+    };
+    for options in [opts(), identity] {
+        for kind in KINDS {
+            let mut with_extras = workload(
+                kind,
+                json!({"weft.io/inject": "enabled", "weft.io/opaque-ports": "3306"}),
+            );
+            let path = pod_template_path(&with_extras).unwrap();
+            let mut node = &mut with_extras;
+            for key in path {
+                node = &mut node[*key];
+            }
+            node["spec"]["initContainers"] = json!([{"name": "migrate", "image": "app:1"}]);
+            node["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+            for original in [
+                workload(kind, json!({"weft.io/inject": "enabled"})),
+                with_extras,
+            ] {
+                let injected = inject(vec![original.clone()], &options).unwrap();
+                let back = uninject(injected).unwrap();
+                assert_eq!(back.docs, [original], "{kind}");
+                assert_eq!(
+                    back.outcomes[0].to_string(),
+                    format!("uninjected {kind} default/web: --uninject")
+                );
+            }
+        }
+    }
+    // A pod whose template had no metadata at all.
+    let bare = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"template": {"spec": pod_spec()}}});
+    let mut options = opts();
+    options.namespaces.insert(
+        "default".into(),
+        [("weft.io/inject".to_owned(), "enabled".to_owned())].into(),
+    );
+    let injected = inject(vec![bare.clone()], &options).unwrap();
+    assert_ne!(injected, std::slice::from_ref(&bare));
+    assert_eq!(uninject(injected).unwrap().docs, [bare]);
+}
+
+#[test]
+fn uninject_leaves_unmeshed_objects_alone() {
+    let docs = vec![
+        workload("Deployment", json!({"weft.io/inject": "enabled"})),
+        json!({"apiVersion": "example.com/v1", "kind": "Job", "spec": {"containers": [{"name": "weft-proxy"}]}}),
+    ];
+    let out = uninject(docs.clone()).unwrap();
+    assert_eq!(out.docs, docs);
+    assert_eq!(
+        out.outcomes[0].to_string(),
+        "skipped Deployment default/web: not injected"
+    );
+}
+
+#[test]
+fn inject_object_takes_the_namespace_of_the_request() {
+    let mut options = opts();
+    options.namespaces.insert(
+        "shop".into(),
+        [("weft.io/inject".to_owned(), "enabled".to_owned())].into(),
+    );
+    // As an admission request carries a Pod: no metadata.namespace, the request names it.
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "web-"}, "spec": pod_spec()});
+    let outcome = inject_object(&mut pod, Some("shop"), &options)
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.to_string(), "injected Pod shop/web-");
+    assert_eq!(container_names(&pod, "containers"), ["weft-proxy", "app"]);
+    assert!(pod["metadata"].get("namespace").is_none());
+    // Again: a no-op.
+    let before = pod.clone();
+    let outcome = inject_object(&mut pod, Some("shop"), &options)
+        .unwrap()
+        .unwrap();
+    assert_eq!(outcome.action, Action::Unchanged);
+    assert_eq!(pod, before);
+    // In another namespace it is not meshed; a Service is nothing to the injector.
+    let mut other = json!({"apiVersion": "v1", "kind": "Pod", "spec": pod_spec()});
+    let outcome = inject_object(&mut other, Some("ops"), &options)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(outcome.action, Action::Skipped(_)));
+    let mut service = json!({"apiVersion": "v1", "kind": "Service"});
+    assert_eq!(inject_object(&mut service, None, &options).unwrap(), None);
 }

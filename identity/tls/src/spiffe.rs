@@ -23,7 +23,7 @@ pub enum SpiffeIdError {
     )]
     Shape(String),
     #[error(
-        "trust domain {0:?} is invalid: use 1-255 lowercase letters, digits, '.', '-' or '_', in non-empty dot-separated labels"
+        "trust domain {0:?} is invalid: use 1-255 lowercase letters, digits, '.', '-' or '_', in dot-separated labels of 1-63 characters that do not start or end with '-', the last not all digits (SNI names end with it, so it must be a DNS name)"
     )]
     TrustDomain(String),
     #[error(
@@ -160,16 +160,26 @@ impl FromStr for SpiffeId {
     }
 }
 
-/// Checks a trust domain name (the SPIFFE character set, lowercase only, DNS-like labels).
+/// Checks a trust domain name (the SPIFFE character set, lowercase only). It is also the suffix of
+/// every SNI name ([`SpiffeId::sni_name`]), so it must be a DNS name as TLS accepts one: labels of
+/// 1-63 characters that neither start nor end with '-', and a last label that is not all digits
+/// (it would read as an IPv4 address).
 pub fn validate_trust_domain(trust_domain: &str) -> Result<(), SpiffeIdError> {
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    };
     let valid = !trust_domain.is_empty()
         && trust_domain.len() <= 255
-        && trust_domain.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        });
+        && trust_domain.split('.').all(label_ok)
+        && !trust_domain
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()));
     if valid {
         Ok(())
     } else {
@@ -314,5 +324,34 @@ mod tests {
             id.server_name(),
             Err(SpiffeIdError::SniTooLong(_))
         ));
+    }
+
+    /// Found by fuzzing (proxy/fuzz, target spiffe_id): these parsed as identities, but their SNI
+    /// names are not DNS names, so no proxy could dial them and `server_name` blamed the length.
+    #[test]
+    fn trust_domains_that_cannot_end_a_dns_name_are_refused() {
+        for trust_domain in [
+            "clustre.loca-",
+            "-cluster.local",
+            "cluster.1",
+            "10",
+            &format!("{}.local", "a".repeat(64)),
+        ] {
+            let uri = format!("spiffe://{trust_domain}/ns/shop/sa/web");
+            assert_eq!(
+                SpiffeId::parse(&uri),
+                Err(SpiffeIdError::TrustDomain(trust_domain.to_owned())),
+                "{uri}"
+            );
+        }
+        for trust_domain in [
+            "cluster.local",
+            "td_1.example",
+            "1.example",
+            &"a".repeat(63),
+        ] {
+            let id = SpiffeId::new(trust_domain, "shop", "web").unwrap();
+            assert!(id.server_name().is_ok(), "{id}");
+        }
     }
 }

@@ -183,15 +183,7 @@ fn parse_pattern(pattern: &str) -> Result<IdentityPattern, String> {
     let ["ns", namespace, "sa", service_account] = segments.as_slice() else {
         return Err(bad("the path is not /ns/<namespace>/sa/<service-account>"));
     };
-    let domain_ok = !trust_domain.is_empty()
-        && trust_domain.len() <= 255
-        && trust_domain.split('.').all(|label| {
-            !label.is_empty()
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
-        });
-    if !domain_ok {
+    if !is_trust_domain(trust_domain) {
         return Err(bad("invalid trust domain"));
     }
     if !is_dns_label(namespace) {
@@ -206,6 +198,27 @@ fn parse_pattern(pattern: &str) -> Result<IdentityPattern, String> {
         return Err(bad("invalid service account"));
     }
     Ok(IdentityPattern::Exact(pattern.to_owned()))
+}
+
+/// The rule weft-tls applies to trust domains (they end every SNI name, so they must be DNS
+/// names): lowercase labels of 1-63 letters, digits, '-' or '_', not starting or ending with '-',
+/// the last not all digits. An identity this accepts must be one weft-tls parses.
+fn is_trust_domain(trust_domain: &str) -> bool {
+    let label_ok = |label: &str| {
+        (1..=63).contains(&label.len())
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+    };
+    !trust_domain.is_empty()
+        && trust_domain.len() <= 255
+        && trust_domain.split('.').all(label_ok)
+        && !trust_domain
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn is_dns_label(s: &str) -> bool {
@@ -301,5 +314,18 @@ mod tests {
             let err = parse_inbound_authz(bad).unwrap_err().to_string();
             assert!(err.contains(why), "{bad:?}: {err}");
         }
+    }
+
+    /// Found by fuzzing (proxy/fuzz, targets spiffe_id and settings): an identity whose trust
+    /// domain cannot end a DNS name was accepted here, though weft-tls refuses it.
+    #[test]
+    fn identities_with_trust_domains_weft_tls_refuses_are_refused() {
+        for trust_domain in ["clustre.loca-", "-cluster.local", "cluster.1", "10"] {
+            let rule = format!("8080=spiffe://{trust_domain}/ns/shop/sa/web");
+            assert!(parse_inbound_authz(&rule).is_err(), "{rule}");
+            let rule = format!("8080=spiffe://{trust_domain}/ns/shop/sa/*");
+            assert!(parse_inbound_authz(&rule).is_err(), "{rule}");
+        }
+        assert!(parse_inbound_authz("8080=spiffe://td_1.example/ns/shop/sa/web").is_ok());
     }
 }

@@ -10,6 +10,7 @@ use weft_settings::{
 };
 
 use crate::app_probe::AppProbes;
+use crate::http::server::HttpLimits;
 use crate::identity::config::IdentityConfig;
 use crate::resilience::breaker::BreakerConfig;
 use crate::resilience::policy::{LimitsPolicy, ResiliencePolicy, RetryPolicy, defaults};
@@ -87,6 +88,29 @@ pub struct ProxyConfig {
     /// The pod's name (downward API), for discovery's logs.
     #[arg(long, env = "WEFT_POD_NAME", default_value = "")]
     pub pod_name: String,
+
+    /// HTTP/1: the largest request head (request line and headers), in KiB, answered 431 past
+    /// it; HTTP/2: the largest header list. Envoy's default is 60.
+    #[arg(long, env = "WEFT_MAX_REQUEST_HEADERS_KB", default_value = "60", value_parser = clap::value_parser!(u32).range(8..=1024))]
+    pub max_request_headers_kb: u32,
+
+    /// HTTP/1: the most header fields in one request, answered 431 past it.
+    #[arg(long, env = "WEFT_MAX_REQUEST_HEADERS", default_value = "100", value_parser = clap::value_parser!(u32).range(1..=10000))]
+    pub max_request_headers: u32,
+
+    /// The longest request target (path and query, or the absolute form), in bytes, answered
+    /// 414 past it.
+    #[arg(long, env = "WEFT_MAX_URI_LENGTH", default_value = "16384", value_parser = clap::value_parser!(u32).range(256..=1048576))]
+    pub max_uri_length: u32,
+
+    /// HTTP/2: how many streams one client connection may have open at once.
+    #[arg(long, env = "WEFT_H2_MAX_CONCURRENT_STREAMS", default_value = "100", value_parser = clap::value_parser!(u32).range(1..))]
+    pub h2_max_concurrent_streams: u32,
+
+    /// HTTP/2: once a client connection has opened this many streams, it is closed (GOAWAY) when
+    /// most of them were reset before their response came (paced rapid reset).
+    #[arg(long, env = "WEFT_H2_PREMATURE_RESET_MIN_STREAMS", default_value = "100", value_parser = clap::value_parser!(u32).range(1..))]
+    pub h2_premature_reset_min_streams: u32,
 
     /// The pod's IP (downward API): where the app's probes (WEFT_APP_PROBES) are sent, as the
     /// kubelet would; unset: loopback.
@@ -256,6 +280,19 @@ fn parse_host_port(value: &str) -> Result<String, String> {
 /// Turns clap's report of a refused value into one line naming the environment variable, e.g.
 /// `invalid WEFT_DETECT_TIMEOUT="abc": expected a duration ...`. Other errors (help, unknown
 /// flags) are left to clap.
+impl ProxyConfig {
+    /// What a client's HTTP may be, from the `WEFT_MAX_*` and `WEFT_H2_*` settings.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_header_bytes: self.max_request_headers_kb as usize * 1024,
+            max_headers: self.max_request_headers as usize,
+            max_uri_length: self.max_uri_length as usize,
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            h2_premature_reset_min_streams: self.h2_premature_reset_min_streams,
+        }
+    }
+}
+
 fn parse_pod_ip(text: &str) -> Result<IpAddr, String> {
     text.parse()
         .map_err(|_| "expected an IP address (the downward API's status.podIP)".to_owned())

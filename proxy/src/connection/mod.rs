@@ -23,7 +23,9 @@ use crate::direction::Direction;
 use crate::discovery::cache::Discovery;
 use crate::drain::{Drain, Watch};
 use crate::http::pool::Pool;
-use crate::http::server::HttpServer;
+use crate::http::premature_resets::{PrematureResetLayer, PrematureResets};
+use crate::http::request_target::{RequestTargetLayer, TargetRefusals};
+use crate::http::server::{Ended, HttpLimits, HttpServer};
 use crate::http::stack::Stack;
 use crate::http::target::HttpVersion;
 use crate::identity::LocalIdentity;
@@ -59,6 +61,8 @@ pub struct Timeouts {
 pub struct Common {
     pub direction: Direction,
     pub timeouts: Timeouts,
+    /// What a client's HTTP may be (header sizes, target length, HTTP/2 streams).
+    pub limits: HttpLimits,
     pub opaque_ports: PortSet,
     pub loop_guard: LoopGuard,
     pub metrics: Arc<Metrics>,
@@ -87,11 +91,12 @@ impl Common {
                 stream_idle: config.stream_idle_timeout,
                 header_read: config.header_read_timeout,
             },
+            limits: config.http_limits(),
             opaque_ports: config.opaque_ports.clone(),
             loop_guard: shared.loop_guard.clone(),
             metrics: shared.metrics.clone(),
             pool: Pool::shared(config.connect_timeout, config.idle_timeout),
-            http: HttpServer::new(),
+            http: HttpServer::with_limits(config.http_limits()),
             drain: match direction {
                 Direction::Inbound => shared.drain.clone(),
                 Direction::Outbound => shared.outbound_drain.clone(),
@@ -153,6 +158,19 @@ impl Common {
             local,
             original,
         })
+    }
+
+    /// The request-target layer of this side's stacks.
+    pub fn target_layer(&self) -> RequestTargetLayer {
+        RequestTargetLayer::new(
+            self.limits.max_uri_length,
+            TargetRefusals {
+                uri_too_long: self.metrics.http_refused(self.direction, "uri_too_long"),
+                target_host_mismatch: self
+                    .metrics
+                    .http_refused(self.direction, "target_host_mismatch"),
+            },
+        )
     }
 
     pub fn addressed_to_proxy(&self, addresses: &Addresses) -> bool {
@@ -220,15 +238,25 @@ impl Common {
         };
         let activity = ConnectionActivity::new(self.timeouts.idle, header_read);
         let io = ActivityIo::new(io, activity.clone());
+        let resets = PrematureResets::new(self.limits.h2_premature_reset_min_streams);
         let service = InFlightLayer::new(activity.clone()).layer(stack);
+        let service = PrematureResetLayer::new(resets.clone()).layer(service);
         let service = hyper_util::service::TowerToHyperService::new(service);
+        let watched = (version == HttpVersion::Http2).then_some(&*resets);
         match self
             .http
-            .serve(io, version, service, watch, Some(&activity))
+            .serve(io, version, service, watch, Some(&activity), watched)
             .await
         {
             Ok(None) => {}
-            Ok(Some(expiry)) => {
+            Ok(Some(Ended::PrematureResets)) => {
+                self.metrics
+                    .http_refused(direction, "premature_resets")
+                    .inc();
+                let (streams, reset) = resets.counts();
+                warn!(%direction, %peer, destination = %original, streams, reset, "closed an HTTP/2 connection: most of its streams were reset before their response (WEFT_H2_PREMATURE_RESET_MIN_STREAMS)");
+            }
+            Ok(Some(Ended::Expired(expiry))) => {
                 let (kind, after) = match expiry {
                     Expiry::Idle => (TimeoutKind::Idle, self.timeouts.idle),
                     Expiry::HeaderRead => (TimeoutKind::HeaderRead, header_read),
@@ -245,7 +273,14 @@ impl Common {
                     }
                 }
             }
-            Err(err) => log_http_error(direction, peer, original, &err),
+            Err(err) => {
+                if err.is_parse_too_large() {
+                    self.metrics
+                        .http_refused(direction, "header_too_large")
+                        .inc();
+                }
+                log_http_error(direction, peer, original, &err)
+            }
         }
     }
 

@@ -38,6 +38,10 @@ pub enum ProxyError {
     /// Setting up mTLS to the peer proxy failed.
     #[error(transparent)]
     Peer(PeerError),
+    #[error("the request target is {length} bytes, more than WEFT_MAX_URI_LENGTH ({max})")]
+    UriTooLong { length: usize, max: usize },
+    #[error("the absolute-form target names {target:?} but Host is {host:?}")]
+    TargetHostMismatch { target: String, host: String },
 }
 
 impl From<PeerError> for ProxyError {
@@ -65,6 +69,8 @@ impl ProxyError {
             }
             ProxyError::Resilience(err) => err.status(),
             ProxyError::Refused { .. } => StatusCode::FORBIDDEN,
+            ProxyError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
+            ProxyError::TargetHostMismatch { .. } => StatusCode::BAD_REQUEST,
             ProxyError::Peer(err) => err.status(),
             _ => StatusCode::BAD_GATEWAY,
         }
@@ -77,6 +83,7 @@ impl ProxyError {
             ProxyError::Resilience(err) => err.grpc_code(),
             ProxyError::NoTarget => 13,      // INTERNAL
             ProxyError::Refused { .. } => 7, // PERMISSION_DENIED
+            ProxyError::UriTooLong { .. } | ProxyError::TargetHostMismatch { .. } => 3, // INVALID_ARGUMENT
             _ => grpc_code::UNAVAILABLE,
         }
     }
@@ -89,6 +96,8 @@ impl ProxyError {
             ProxyError::Handshake { .. } => "upstream handshake failed",
             ProxyError::Request { .. } => "upstream connection failed",
             ProxyError::Resilience(err) => err.short_cause(),
+            ProxyError::UriTooLong { .. } => "uri too long",
+            ProxyError::TargetHostMismatch { .. } => "request target and host disagree",
             ProxyError::Refused { reason, .. } => match reason {
                 Refusal::Plaintext | Refusal::Handshake => "forbidden: mTLS required",
                 Refusal::Unauthorized => "forbidden: client identity not authorized",

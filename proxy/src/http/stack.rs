@@ -1,5 +1,5 @@
 //! The per-connection request stack, outermost first: metrics -> route (logical service) ->
-//! error responses -> hop-by-hop headers -> stream idle timeout -> inbound policy and client
+//! error responses -> request target (length, absolute form) -> hop-by-hop headers -> stream idle timeout -> inbound policy and client
 //! identity -> upgrades ->
 //! inbound rate limit -> Service policy -> request timeout -> upstream limits -> retry ->
 //! per-try timeout -> balancer (split, breakers, endpoint) -> endpoint client (mTLS to meshed
@@ -22,6 +22,7 @@ use crate::http::hop_by_hop::{HopByHop, HopByHopLayer};
 use crate::http::peer_client::PeerClient;
 use crate::http::pool::Pool;
 use crate::http::request_metrics::{RequestMetrics, RequestMetricsLayer};
+use crate::http::request_target::{RequestTarget, RequestTargetLayer};
 use crate::http::route::{Route, RouteLayer, Router};
 use crate::http::target::Target;
 use crate::http::upgrade::{Upgrade, UpgradeLayer};
@@ -42,9 +43,13 @@ type Resilient<S> =
 pub type Stack = RequestMetrics<
     Route<
         ErrorResponse<
-            HopByHop<
-                StreamIdle<
-                    ClientIdentityService<Upgrade<Resilient<EndpointClient<ReplayBody<Incoming>>>>>,
+            RequestTarget<
+                HopByHop<
+                    StreamIdle<
+                        ClientIdentityService<
+                            Upgrade<Resilient<EndpointClient<ReplayBody<Incoming>>>>,
+                        >,
+                    >,
                 >,
             >,
         >,
@@ -65,6 +70,8 @@ pub struct StackParts {
     pub peers: Option<Arc<PeerClient<ReplayBody<Incoming>>>>,
     /// `WEFT_STREAM_IDLE_TIMEOUT`; zero: none.
     pub stream_idle_timeout: Duration,
+    /// The request target's length limit and form (`WEFT_MAX_URI_LENGTH`, absolute form).
+    pub target: RequestTargetLayer,
 }
 
 pub fn build(target: Target, metrics: HttpMetrics, parts: StackParts) -> Stack {
@@ -77,11 +84,15 @@ pub fn build(target: Target, metrics: HttpMetrics, parts: StackParts) -> Stack {
         caller,
         peers,
         stream_idle_timeout,
+        target: target_layer,
     } = parts;
     ServiceBuilder::new()
         .layer(RequestMetricsLayer::new(metrics))
         .layer(RouteLayer::new(target, router))
         .layer(ErrorResponseLayer)
+        // Inside the error layer (a refused target gets 414/400 with `weft-error`), before
+        // anything that forwards: the upstream must never see a target that disagrees with Host.
+        .layer(target_layer)
         .layer(HopByHopLayer)
         // Inside the error layer, so a stream that never got its response headers gets a 504.
         .layer(StreamIdleLayer::new(stream_idle_timeout, upstream.clone()))

@@ -103,6 +103,7 @@ async fn server(ca: &TestCa, mode: Mode, authz: &str) -> Server {
                 stream_idle: Duration::from_secs(300),
                 header_read: Duration::from_secs(10),
             },
+            limits: crate::http::server::HttpLimits::default(),
             opaque_ports: weft_settings::parse_ports("").unwrap(),
             loop_guard: LoopGuard::new(vec![addr.port()]),
             metrics: metrics.clone(),

@@ -154,6 +154,7 @@ pub async fn handle(side: &InboundSide, stream: TcpStream, peer: SocketAddr, mut
                     }),
                     peers: None,
                     stream_idle_timeout: common.timeouts.stream_idle,
+                    target: common.target_layer(),
                 },
             );
             common

@@ -81,7 +81,7 @@ pub async fn serve<I>(
             let service = hyper_util::service::TowerToHyperService::new(service);
             if let Err(err) = common
                 .http
-                .serve(stream, HttpVersion::Http2, service, watch, None)
+                .serve(stream, HttpVersion::Http2, service, watch, None, None)
                 .await
             {
                 debug!(%peer, %client, error = %err, "mTLS HTTP/2 connection from peer ended with an error");
@@ -125,7 +125,7 @@ pub async fn serve<I>(
                     let service = hyper_util::service::TowerToHyperService::new(service);
                     if let Err(err) = common
                         .http
-                        .serve(stream, HttpVersion::Http1, service, watch, None)
+                        .serve(stream, HttpVersion::Http1, service, watch, None, None)
                         .await
                     {
                         debug!(%peer, %client, error = %err, "mTLS HTTP/1 connection from peer ended with an error");
@@ -148,6 +148,7 @@ struct StackSource {
     policy: Arc<crate::inbound_policy::InboundPolicy>,
     direction: crate::direction::Direction,
     stream_idle_timeout: std::time::Duration,
+    target: crate::http::request_target::RequestTargetLayer,
 }
 
 impl StackSource {
@@ -162,6 +163,7 @@ impl StackSource {
             policy: side.policy.clone(),
             direction: common.direction,
             stream_idle_timeout: common.timeouts.stream_idle,
+            target: common.target_layer(),
         }
     }
 }
@@ -204,6 +206,7 @@ impl InboundStacks {
                         }),
                         peers: None,
                         stream_idle_timeout: side.stream_idle_timeout,
+                        target: side.target.clone(),
                     },
                 )
             })

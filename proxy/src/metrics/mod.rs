@@ -50,6 +50,12 @@ struct ConnLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    direction: Direction,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct DirLabels {
     direction: Direction,
 }
@@ -129,6 +135,7 @@ pub struct Metrics {
     responses: Family<ResponseLabels, Counter>,
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     loop_refused: Family<DirLabels, Counter>,
+    http_refused: Family<RefusedLabels, Counter>,
     detect: Family<DetectLabels, Counter>,
     pub resilience: ResilienceMetrics,
     discovery: DiscoveryMetrics,
@@ -155,6 +162,7 @@ impl Metrics {
             responses: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             loop_refused: Family::default(),
+            http_refused: Family::default(),
             detect: Family::default(),
             resilience: ResilienceMetrics::default(),
             discovery: DiscoveryMetrics::register(&mut registry),
@@ -202,6 +210,11 @@ impl Metrics {
             "response_latency_seconds",
             "Time from receiving a request to having its response headers",
             metrics.latency.clone(),
+        );
+        registry.register(
+            "http_refused",
+            "HTTP requests and connections refused for what the client sent (reason: header_too_large 431, uri_too_long 414, target_host_mismatch 400, premature_resets: an HTTP/2 connection closed for resetting most of its streams)",
+            metrics.http_refused.clone(),
         );
         registry.register(
             "loop_refused",
@@ -256,6 +269,13 @@ impl Metrics {
             open,
             closed: self.tcp_close.get_or_create_owned(&labels),
         }
+    }
+
+    /// `weft_http_refused_total{direction, reason}`, resolved once.
+    pub fn http_refused(&self, direction: Direction, reason: &'static str) -> Counter {
+        self.http_refused
+            .get_or_create(&RefusedLabels { direction, reason })
+            .clone()
     }
 
     /// Connections accepted so far and open now, over both directions: a change in the first

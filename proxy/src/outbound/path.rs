@@ -104,6 +104,7 @@ pub async fn handle(side: &OutboundSide, stream: TcpStream, peer: SocketAddr, mu
                     caller: None,
                     peers: side.peers.clone(),
                     stream_idle_timeout: common.timeouts.stream_idle,
+                    target: common.target_layer(),
                 },
             );
             common
@@ -212,6 +213,7 @@ mod tests {
                     stream_idle: Duration::from_secs(300),
                     header_read: Duration::from_secs(10),
                 },
+                limits: crate::http::server::HttpLimits::default(),
                 opaque_ports: weft_settings::parse_ports("").unwrap(),
                 loop_guard: LoopGuard::new(vec![own_port]),
                 metrics,

@@ -218,3 +218,36 @@ fn yaml_1_1_scalars_keep_their_meaning() {
     );
     assert_eq!(config["FEATURE_FLAG"], Value::String("on".into()));
 }
+
+#[test]
+fn a_kubectl_list_comes_back_meshed() {
+    let text = corpus()
+        .into_iter()
+        .find(|(name, _)| name == "list.yaml")
+        .unwrap()
+        .1;
+    let (stdout, _) = run_ok(&[], &text);
+    let docs = parse_manifests(&stdout).unwrap();
+    assert_eq!(docs.len(), 1);
+    assert_eq!(docs[0]["kind"], "List");
+    let deployment = &docs[0]["items"][0];
+    assert_eq!(
+        deployment["spec"]["template"]["spec"]["containers"][0]["name"],
+        "weft-proxy"
+    );
+    // Server-set fields are kept as they were.
+    assert_eq!(deployment["status"]["readyReplicas"], 2);
+    assert_eq!(deployment["metadata"]["resourceVersion"], "184467");
+}
+
+#[test]
+fn uninject_takes_no_injection_flags() {
+    let out = cli::run(&["--uninject", "--proxy-image", "weft-proxy:x"], "");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("'--uninject' cannot be used with '--proxy-image"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+}

@@ -99,7 +99,8 @@ pub fn uninject(mut docs: Vec<Value>) -> Result<Injection, InjectError> {
 /// Injects one object as an admission webhook sees it: a Pod, or any workload with a pod
 /// template. `namespace` is where the object lives when its metadata names none (the
 /// admission request's namespace); the namespace's own annotations come from
-/// `opts.namespaces`. `None` when the object runs no pods (it is left as it is).
+/// `opts.namespaces`. The object is changed in place when it is (re-)injected or uninjected;
+/// `None` when it is not a workload at all (a Service, a ConfigMap), left as it is.
 pub fn inject_object(
     object: &mut Value,
     namespace: Option<&str>,

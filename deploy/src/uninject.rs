@@ -14,8 +14,11 @@ use crate::workload_identity::{ANCHORS_VOLUME, TOKEN_VOLUME};
 /// `weft.io/injected` marker).
 pub fn is_injected(template: &Map<String, Value>) -> bool {
     let spec = template.get("spec");
+    let init_containers = spec.and_then(|s| s.get("initContainers"));
     has_named(spec.and_then(|s| s.get("containers")), PROXY_CONTAINER)
-        || has_named(spec.and_then(|s| s.get("initContainers")), INIT_CONTAINER)
+        || has_named(init_containers, INIT_CONTAINER)
+        // A proxy run as a native sidecar (an init container with restartPolicy: Always).
+        || has_named(init_containers, PROXY_CONTAINER)
         || template
             .get("metadata")
             .and_then(|m| m.get("annotations"))
@@ -29,7 +32,12 @@ pub fn strip_injection(template: &mut Map<String, Value>) -> bool {
         return false;
     }
     if let Some(spec) = template.get_mut("spec").and_then(Value::as_object_mut) {
-        remove_named(spec, "initContainers", &[INIT_CONTAINER], true);
+        remove_named(
+            spec,
+            "initContainers",
+            &[INIT_CONTAINER, PROXY_CONTAINER],
+            true,
+        );
         remove_named(spec, "containers", &[PROXY_CONTAINER], false);
         remove_named(spec, "volumes", &[TOKEN_VOLUME, ANCHORS_VOLUME], true);
     }
@@ -118,6 +126,21 @@ mod tests {
             "spec": {"initContainers": [{"name": "weft-init"}],
                      "containers": [{"name": "weft-proxy"}, {"name": "app"}]},
         }));
+        assert!(strip_injection(&mut template));
+        assert_eq!(
+            Value::Object(template),
+            json!({"spec": {"containers": [{"name": "app"}]}})
+        );
+    }
+
+    #[test]
+    fn a_proxy_run_as_a_native_sidecar_is_taken_out_too() {
+        let mut template = map(json!({
+            "spec": {"initContainers": [{"name": "weft-init"},
+                                        {"name": "weft-proxy", "restartPolicy": "Always"}],
+                     "containers": [{"name": "app"}]},
+        }));
+        assert!(is_injected(&template));
         assert!(strip_injection(&mut template));
         assert_eq!(
             Value::Object(template),

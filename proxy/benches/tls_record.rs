@@ -170,7 +170,8 @@ fn bench_loopback(c: &mut Criterion, client: &Arc<LocalIdentity>, server: &Arc<L
     });
     let mut group = c.benchmark_group("tls_record/loopback");
     group.throughput(Throughput::Bytes(LEN as u64));
-    // 8 KiB: tokio's default copy buffer; 16 KiB: one full TLS record; 64 KiB: opaque's COPY_BUF.
+    // 8 KiB: tokio's default copy buffer; 16 KiB: one full TLS record (and the opaque copy's
+    // stack read); 64 KiB: the copy buffer before it followed the traffic.
     for chunk in [8 * 1024usize, 16 * 1024, 64 * 1024] {
         let data = vec![0xa5u8; chunk];
         group.bench_with_input(BenchmarkId::from_parameter(chunk), &chunk, |b, &chunk| {

@@ -5,6 +5,7 @@
 //! serves health and `metrics`; `drain` coordinates graceful shutdown; `sidecar::run` ties them
 //! together from a `config::ProxyConfig`.
 
+pub mod adaptive_copy;
 pub mod admin;
 pub mod app_probe;
 pub mod backoff;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use crate::adaptive_copy::copy_bidirectional;
 use crate::connect::{ConnectError, connect};
 use crate::idle::{ActivityIo, ConnectionActivity};
 
@@ -27,10 +28,6 @@ pub enum OpaqueError {
         source: std::io::Error,
     },
 }
-
-/// Per-direction copy buffer. tokio's default (8 KiB) costs a read and a write syscall per 8 KiB,
-/// which capped bulk transfers well below a direct connection (docs/benchmark.md, opaque_copy).
-const COPY_BUF: usize = 64 * 1024;
 
 /// Bytes copied by a finished opaque connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +70,8 @@ where
     let activity = ConnectionActivity::new(idle_timeout, Duration::ZERO);
     let mut client = ActivityIo::new(client, activity.clone());
     tokio::select! {
-        copied = tokio::io::copy_bidirectional_with_sizes(&mut client, upstream, COPY_BUF, COPY_BUF) => {
+        // Buffers sized to the traffic: nothing on the heap while idle (see adaptive_copy).
+        copied = copy_bidirectional(&mut client, upstream) => {
             let (to_upstream, to_client) = copied.map_err(|source| OpaqueError::Copy { target, source })?;
             Ok(Copied { to_upstream, to_client })
         }

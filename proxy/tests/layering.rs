@@ -52,6 +52,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "I/O and identity",
         &[
+            "adaptive_copy",
             "connect",
             "identity",
             "identity::certify",

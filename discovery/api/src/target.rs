@@ -82,6 +82,11 @@ fn is_dns_name(host: &str) -> bool {
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
+        // An all-digit last label makes an IPv4 address ("10.0.0.1." is not a name).
+        && !host
+            .rsplit('.')
+            .next()
+            .is_some_and(|last| last.bytes().all(|b| b.is_ascii_digit()))
 }
 
 #[cfg(test)]
@@ -139,5 +144,20 @@ mod tests {
                 "{bad} should be rejected"
             );
         }
+    }
+
+    /// Found by fuzzing (proxy/fuzz, target discovery_target, input "1.8.0.51.:4"): an IP address
+    /// with a trailing dot became the *name* "1.8.0.51", which prints as "1.8.0.51:4" and so
+    /// reads back as an address: one target, two spellings with different meanings.
+    #[test]
+    fn an_ip_address_is_never_a_name() {
+        for bad in ["1.8.0.51.:4", "10.0.0.1.:80", "web.10:80", "127:80"] {
+            assert_eq!(
+                bad.parse::<Target>(),
+                Err(TargetError::BadHost(bad.into())),
+                "{bad}"
+            );
+        }
+        assert!("1.web:80".parse::<Target>().is_ok());
     }
 }

@@ -89,6 +89,16 @@ pub struct ProxyConfig {
     #[arg(long, env = "WEFT_POD_NAME", default_value = "")]
     pub pod_name: String,
 
+    /// The most connections the inbound side holds at once; more are reset and counted. 0: a
+    /// quarter of the file descriptors RLIMIT_NOFILE allows (each connection takes two).
+    #[arg(long, env = "WEFT_INBOUND_CONNECTION_LIMIT", default_value = "0")]
+    pub inbound_connection_limit: u64,
+
+    /// The most connections the outbound side holds at once; more are reset and counted. 0: as
+    /// for inbound.
+    #[arg(long, env = "WEFT_OUTBOUND_CONNECTION_LIMIT", default_value = "0")]
+    pub outbound_connection_limit: u64,
+
     /// HTTP/1: the largest request head (request line and headers), in KiB, answered 431 past
     /// it; HTTP/2: the largest header list. Envoy's default is 60.
     #[arg(long, env = "WEFT_MAX_REQUEST_HEADERS_KB", default_value = "60", value_parser = clap::value_parser!(u32).range(8..=1024))]

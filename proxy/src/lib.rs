@@ -13,6 +13,7 @@ pub mod balance;
 pub mod config;
 pub mod connect;
 pub mod connection;
+pub mod connection_limit;
 pub mod detect;
 pub mod direction;
 pub mod discovery;

@@ -8,8 +8,11 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
+use std::sync::Arc;
+
+use crate::connection_limit::ConnectionLimit;
 use crate::drain::{Drain, Watch};
 
 /// A listener that could not be bound; names the setting that chose its address.
@@ -90,9 +93,13 @@ fn no_ipv6(err: &io::Error) -> bool {
 }
 
 /// Accepts until the drain starts, spawning `handle` for each connection with a drain watch the
-/// connection holds until it ends.
-pub async fn accept_loop<H, F>(listener: TcpListener, drain: Drain, handle: H)
-where
+/// connection holds until it ends. Connections over `limit` are reset at once.
+pub async fn accept_loop<H, F>(
+    listener: TcpListener,
+    drain: Drain,
+    limit: Arc<ConnectionLimit>,
+    handle: H,
+) where
     H: Fn(TcpStream, SocketAddr, Watch) -> F,
     F: Future<Output = ()> + Send + 'static,
 {
@@ -105,12 +112,23 @@ where
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Some(admitted) = limit.try_admit() else {
+                    // A reset, not a FIN: the client learns at once, and no TIME_WAIT is left.
+                    let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                    debug!(%peer, max = limit.max(), "refused a connection over the connection limit");
+                    continue;
+                };
                 if let Err(err) = stream.set_nodelay(true) {
                     warn!(%peer, error = %err, "cannot set TCP_NODELAY");
                 }
-                tokio::spawn(handle(stream, peer, drain.watch()));
+                let connection = handle(stream, peer, drain.watch());
+                tokio::spawn(async move {
+                    let _admitted = admitted;
+                    connection.await
+                });
             }
             Err(err) => {
+                limit.accept_failed();
                 warn!(error = %err, "accept failed");
                 // Out of file descriptors or memory: back off instead of spinning.
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -131,9 +149,11 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let drain = Drain::new();
         let (tx, mut rx) = tokio::sync::mpsc::channel(4);
+        let limit = ConnectionLimit::new(8, Default::default(), Default::default());
         let accepting = tokio::spawn(accept_loop(
             listener,
             drain.clone(),
+            limit,
             move |stream, _, _watch| {
                 let tx = tx.clone();
                 async move {

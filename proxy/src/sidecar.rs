@@ -10,6 +10,8 @@ use tracing::{debug, info, warn};
 use crate::admin::Admin;
 use crate::config::ProxyConfig;
 use crate::connection::Shared;
+use crate::connection_limit::{self, ConnectionLimit};
+use crate::direction::Direction;
 use crate::discovery::cache::Discovery;
 use crate::discovery::cache::{CacheConfig, Source};
 use crate::discovery::client::{ClientError, GrpcSource, Watcher};
@@ -96,12 +98,14 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
     };
     tokio::spawn(admin.clone().serve(admin_listener));
     tokio::spawn(return_freed_memory(metrics.clone()));
+    let (inbound_limit, outbound_limit) = connection_limits(&config, &metrics);
     let outbound = Arc::new(outbound::side(&config, &shared));
     for listener in std::iter::once(outbound_listener).chain(outbound_v6) {
         let side = outbound.clone();
         tokio::spawn(accept_loop(
             listener,
             side.common.drain.clone(),
+            outbound_limit.clone(),
             move |stream, peer, watch| {
                 let side = side.clone();
                 async move { outbound::path::handle(&side, stream, peer, watch).await }
@@ -114,6 +118,7 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
         tokio::spawn(accept_loop(
             listener,
             side.common.drain.clone(),
+            inbound_limit.clone(),
             move |stream, peer, watch| {
                 let side = side.clone();
                 async move { inbound::path::handle(&side, stream, peer, watch).await }
@@ -169,6 +174,40 @@ pub async fn run(config: ProxyConfig) -> Result<(), SidecarError> {
         }
     }
     Ok(())
+}
+
+/// Each side's connection ceiling, fitted to the descriptors this process may open (raised to the
+/// hard limit first); a configured ceiling that does not fit is lowered, and said so.
+fn connection_limits(
+    config: &ProxyConfig,
+    metrics: &Metrics,
+) -> (Arc<ConnectionLimit>, Arc<ConnectionLimit>) {
+    let nofile = connection_limit::raise_nofile();
+    let (inbound, outbound, lowered) = connection_limit::fit(
+        config.inbound_connection_limit,
+        config.outbound_connection_limit,
+        nofile,
+    );
+    if lowered {
+        warn!(
+            nofile,
+            inbound,
+            outbound,
+            "WEFT_INBOUND_CONNECTION_LIMIT + WEFT_OUTBOUND_CONNECTION_LIMIT need more file descriptors than RLIMIT_NOFILE allows (two per connection); lowered to fit"
+        );
+    }
+    info!(inbound, outbound, nofile, "connection limits");
+    let limit = |direction, max| {
+        ConnectionLimit::new(
+            max,
+            metrics.connections_refused(direction, "limit"),
+            metrics.connections_refused(direction, "accept_error"),
+        )
+    };
+    (
+        limit(Direction::Inbound, inbound),
+        limit(Direction::Outbound, outbound),
+    )
 }
 
 /// Gives memory freed by closed connections back to the system. glibc's allocator keeps freed

@@ -234,3 +234,71 @@ fn paced_rapid_reset_closes_the_connection() {
         assert_eq!(sample(&m, series), Some(1.0), "{m}");
     });
 }
+
+/// Past WEFT_OUTBOUND_CONNECTION_LIMIT a new connection is reset at once and counted, while the
+/// inbound side (its own limit) keeps serving; a closed connection frees its place.
+#[test]
+fn the_connection_limit_is_a_ceiling_not_a_cliff() {
+    let ns = Netns::new();
+    let name = ns.name.clone();
+    ns.run(move || async move {
+        let held = listen("127.0.0.2:7101").await;
+        tokio::spawn(async move {
+            // Holds each connection until the client's EOF reaches it, then closes it.
+            while let Ok((mut stream, _)) = held.accept().await {
+                tokio::spawn(async move {
+                    let mut byte = [0u8; 1];
+                    let _ = stream.read(&mut byte).await;
+                });
+            }
+        });
+        spawn_echo(listen("127.0.0.3:8104").await, false, Duration::ZERO);
+        let _proxy = Proxy::start(
+            &name,
+            &[
+                ("WEFT_OUTBOUND_CONNECTION_LIMIT", "3"),
+                ("WEFT_OPAQUE_PORTS", "7101"),
+            ],
+        )
+        .await;
+        let mut open = Vec::new();
+        for _ in 0..3 {
+            open.push(TcpStream::connect("127.0.0.2:7101").await.unwrap());
+        }
+        let wait_open = |n: f64| async move {
+            let series = r#"weft_tcp_open_connections{direction="outbound",protocol="opaque"}"#;
+            for _ in 0..200 {
+                if sample(&metrics().await, series) == Some(n) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            panic!("{series} never reached {n}");
+        };
+        wait_open(3.0).await;
+        // The fourth: reset at once.
+        let mut refused = TcpStream::connect("127.0.0.2:7101").await.unwrap();
+        let mut buf = [0u8; 1];
+        let read = within("the refused connection's end", refused.read(&mut buf)).await;
+        assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+        // The inbound side still serves.
+        let mut client = h1_client("127.0.0.3:8104").await;
+        let req = http::Request::get("/in")
+            .header("host", "app")
+            .body(Full::default())
+            .unwrap();
+        let resp = within("inbound GET", client.send_request(req))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let m = metrics().await;
+        let series = r#"weft_connections_refused_total{direction="outbound",reason="limit"}"#;
+        assert_eq!(sample(&m, series), Some(1.0), "{m}");
+        // One closes: there is room again.
+        drop(open.pop());
+        wait_open(2.0).await;
+        open.push(TcpStream::connect("127.0.0.2:7101").await.unwrap());
+        wait_open(3.0).await;
+        assert_eq!(sample(&metrics().await, series), Some(1.0));
+    });
+}

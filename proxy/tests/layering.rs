@@ -54,6 +54,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "adaptive_copy",
             "connect",
+            "connection_limit",
             "identity",
             "identity::certify",
             "identity::config",

@@ -136,6 +136,7 @@ pub struct Metrics {
     latency: Family<LatencyLabels, Histogram, fn() -> Histogram>,
     loop_refused: Family<DirLabels, Counter>,
     http_refused: Family<RefusedLabels, Counter>,
+    connections_refused: Family<RefusedLabels, Counter>,
     detect: Family<DetectLabels, Counter>,
     pub resilience: ResilienceMetrics,
     discovery: DiscoveryMetrics,
@@ -163,6 +164,7 @@ impl Metrics {
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             loop_refused: Family::default(),
             http_refused: Family::default(),
+            connections_refused: Family::default(),
             detect: Family::default(),
             resilience: ResilienceMetrics::default(),
             discovery: DiscoveryMetrics::register(&mut registry),
@@ -215,6 +217,11 @@ impl Metrics {
             "http_refused",
             "HTTP requests and connections refused for what the client sent (reason: header_too_large 431, uri_too_long 414, target_host_mismatch 400, premature_resets: an HTTP/2 connection closed for resetting most of its streams)",
             metrics.http_refused.clone(),
+        );
+        registry.register(
+            "connections_refused",
+            "Connections the proxy did not take (reason: limit, over WEFT_*_CONNECTION_LIMIT, reset at once; accept_error, the kernel failed the accept, e.g. out of file descriptors)",
+            metrics.connections_refused.clone(),
         );
         registry.register(
             "loop_refused",
@@ -274,6 +281,13 @@ impl Metrics {
     /// `weft_http_refused_total{direction, reason}`, resolved once.
     pub fn http_refused(&self, direction: Direction, reason: &'static str) -> Counter {
         self.http_refused
+            .get_or_create(&RefusedLabels { direction, reason })
+            .clone()
+    }
+
+    /// `weft_connections_refused_total{direction, reason}`, resolved once.
+    pub fn connections_refused(&self, direction: Direction, reason: &'static str) -> Counter {
+        self.connections_refused
             .get_or_create(&RefusedLabels { direction, reason })
             .clone()
     }

@@ -26,6 +26,18 @@ pub struct PodSpec {
     pub hostname: Option<String>,
     pub subdomain: Option<String>,
     pub volumes: Vec<Volume>,
+    /// Always (the default), OnFailure or Never: whether the pod can complete.
+    pub restart_policy: Option<String>,
+    /// Between SIGTERM and SIGKILL when the pod is stopped.
+    pub termination_grace_period_seconds: Option<u64>,
+}
+
+impl PodSpec {
+    /// True when the pod's containers are meant to run to completion (a Job's pods): once they
+    /// have all exited the pod is Succeeded or Failed.
+    pub fn completes(&self) -> bool {
+        matches!(self.restart_policy.as_deref(), Some("Never" | "OnFailure"))
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -39,8 +51,25 @@ pub struct ContainerSpec {
     pub working_dir: Option<String>,
     pub ports: Vec<ContainerPort>,
     pub readiness_probe: Option<Probe>,
+    pub liveness_probe: Option<Probe>,
+    pub startup_probe: Option<Probe>,
+    pub lifecycle: Option<Lifecycle>,
+    /// `Always` on an init container makes it a native sidecar (Kubernetes 1.29+).
+    pub restart_policy: Option<String>,
     pub security_context: Option<SecurityContext>,
     pub volume_mounts: Vec<VolumeMount>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct Lifecycle {
+    pub post_start: Option<LifecycleHandler>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct LifecycleHandler {
+    pub exec: Option<ExecAction>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -72,6 +101,10 @@ pub struct Probe {
     pub http_get: Option<HttpGetAction>,
     pub tcp_socket: Option<TcpSocketAction>,
     pub exec: Option<ExecAction>,
+    /// Not run by the testbed; kept so that such a probe fails instead of passing unnoticed.
+    pub grpc: Option<serde_json::Value>,
+    /// Seconds per attempt (Kubernetes' default: 1).
+    pub timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -119,6 +152,44 @@ impl ContainerSpec {
             .iter()
             .map(|b| b.name)
             .find(|name| *name == repository)
+    }
+
+    /// An init container that keeps running beside the app containers (`restartPolicy: Always`).
+    pub fn is_sidecar(&self) -> bool {
+        self.restart_policy.as_deref() == Some("Always")
+    }
+
+    /// `command` of the exec `postStart` hook, if any, with `command[0]` becoming the built
+    /// binary for images of this build (`weft-proxy wait-ready`).
+    pub fn post_start(
+        &self,
+        binaries: &BTreeMap<String, PathBuf>,
+    ) -> Result<Option<Vec<String>>, String> {
+        let Some(command) = self
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())
+            .and_then(|h| h.exec.as_ref())
+            .map(|e| e.command.clone())
+        else {
+            return Ok(None);
+        };
+        let mut command = command;
+        if let (Some(name), Some(first)) = (self.built_binary(), command.first_mut())
+            && *first == name
+        {
+            let bin = binaries
+                .get(name)
+                .ok_or_else(|| format!("the {name} binary was not found"))?;
+            *first = bin.display().to_string();
+        }
+        if command.is_empty() {
+            return Err(format!(
+                "container {}: postStart exec has no command",
+                self.name
+            ));
+        }
+        Ok(Some(command))
     }
 
     /// True when the image's repository basename is `weft-proxy` (any registry, tag or digest).

@@ -42,6 +42,17 @@ pub enum TestbedError {
     },
 
     #[error(
+        "pod {pod}: container {container}'s postStart hook `{hook}` failed ({outcome}); log tail:\n{log_tail}"
+    )]
+    HookFailed {
+        pod: String,
+        container: String,
+        hook: String,
+        outcome: String,
+        log_tail: String,
+    },
+
+    #[error(
         "pod {pod}: container {container} not ready within {timeout:?}: {last}; log tail:\n{log_tail}"
     )]
     NotReady {

@@ -47,7 +47,7 @@ pub use error::TestbedError;
 pub use identity_ca::IdentityCa;
 pub use metrics::metric_value;
 pub use naming::named_instance;
-pub use pod::PodInfo;
+pub use pod::{PodInfo, PodPhase};
 pub use proxy_bin::ENV as PROXY_BIN_ENV;
 pub use spawned::SpawnedProcess;
 pub use state::{ContainerState, InstanceState, PodState, STATE_ROOT, ServiceState};

@@ -42,6 +42,9 @@ pub struct Container {
     pub pid: Option<i32>,
     child: Mutex<Option<Child>>,
     exit: Mutex<Option<ExitStatus>>,
+    /// Whether its startupProbe has passed (true at once without one): until then the kubelet
+    /// runs neither its liveness nor its readiness probe.
+    started: Mutex<bool>,
 }
 
 impl Container {
@@ -60,6 +63,47 @@ impl Container {
     pub fn name(&self) -> &str {
         &self.spec.name
     }
+
+    /// An init container running beside the app containers (`restartPolicy: Always`).
+    pub fn is_sidecar(&self) -> bool {
+        self.init && self.spec.is_sidecar()
+    }
+
+    /// A container the kubelet keeps running (and probes): app containers and native sidecars.
+    fn is_long_running(&self) -> bool {
+        !self.init || self.spec.is_sidecar()
+    }
+
+    fn new(spec: ContainerSpec, init: bool, log: PathBuf, child: Child) -> Self {
+        let started = spec.startup_probe.is_none();
+        Container {
+            spec,
+            init,
+            log,
+            pid: Some(child_pid(&child)),
+            child: Mutex::new(Some(child)),
+            exit: Mutex::new(None),
+            started: Mutex::new(started),
+        }
+    }
+
+    fn has_started(&self) -> bool {
+        *self.started.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_started(&self) {
+        *self.started.lock().unwrap_or_else(|p| p.into_inner()) = true;
+    }
+}
+
+/// What a pod is, as `kubectl get pod` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodPhase {
+    Running,
+    /// Every app container exited 0 (restartPolicy Never or OnFailure).
+    Succeeded,
+    /// Every app container exited, at least one not with 0 (restartPolicy Never or OnFailure).
+    Failed,
 }
 
 /// Exit code as a shell reports it: the code, or 128 + the signal that ended it.
@@ -73,6 +117,8 @@ pub fn exit_code(status: ExitStatus) -> i32 {
 /// Everything a pod needs to know about where it runs.
 pub struct PodContext<'a> {
     pub node_name: &'a str,
+    /// The node's network namespace, where the kubelet's HTTP and TCP probes come from.
+    pub node_netns: &'a str,
     pub log_dir: &'a Path,
     /// Built binaries by name (see `proxy_bin::BUILT`).
     pub binaries: &'a BTreeMap<String, PathBuf>,
@@ -135,12 +181,17 @@ impl Pod {
             .unwrap_or("default")
     }
 
-    /// Runs the init containers in order, each to completion, then starts the others in order.
+    /// Runs the init containers in order, each to completion, then starts the others in order,
+    /// as the kubelet does: a native sidecar (an init container with `restartPolicy: Always`)
+    /// keeps running, and the next container starts only once its startupProbe passes (at once
+    /// without one); a container's exec `postStart` hook returns before the next one starts, and
+    /// a failing hook fails the container (and the pod).
     pub fn start(
         &mut self,
         ctx: &PodContext<'_>,
         init_timeout: Duration,
     ) -> Result<(), TestbedError> {
+        let deadline = Instant::now() + init_timeout;
         let specs: Vec<(ContainerSpec, bool)> = self
             .spec
             .init_containers
@@ -164,9 +215,8 @@ impl Pod {
                 .join(format!("{}.{}.log", self.info.name, spec.name));
             let mut child = self.launch(&spec, &log, ctx, &volumes)?;
             let pid = child_pid(&child);
-            let mut exit = None;
-            if init {
-                let status = match wait_until(&mut child, Instant::now() + init_timeout) {
+            if init && !spec.is_sidecar() {
+                let status = match wait_until(&mut child, deadline) {
                     Some(status) => status,
                     None => {
                         stop_group(&mut child, Duration::ZERO);
@@ -188,18 +238,104 @@ impl Pod {
                         log_tail: log_tail(&log),
                     });
                 }
-                exit = Some(status);
+                let container = Container::new(spec, init, log, child);
+                *container.exit.lock().unwrap_or_else(|p| p.into_inner()) = Some(status);
+                self.containers.push(container);
+                continue;
             }
-            self.containers.push(Container {
-                spec,
-                init,
-                log,
-                pid: Some(pid),
-                child: Mutex::new(Some(child)),
-                exit: Mutex::new(exit),
-            });
+            self.containers.push(Container::new(spec, init, log, child));
+            let index = self.containers.len() - 1;
+            if init {
+                self.wait_started(index, ctx.node_netns, deadline)?;
+            } else {
+                self.run_post_start(index, ctx, deadline)?;
+            }
         }
         Ok(())
+    }
+
+    /// Runs a native sidecar's startupProbe until it passes; the sidecar exiting or the
+    /// deadline passing fails the pod's start.
+    fn wait_started(
+        &self,
+        index: usize,
+        node_netns: &str,
+        deadline: Instant,
+    ) -> Result<(), TestbedError> {
+        let container = &self.containers[index];
+        let Some(probe) = &container.spec.startup_probe else {
+            return Ok(());
+        };
+        let fail = |status: String| TestbedError::InitFailed {
+            pod: self.info.name.clone(),
+            container: container.name().to_string(),
+            status,
+            log_tail: log_tail(&container.log),
+        };
+        loop {
+            if let Some(status) = container.exit_status() {
+                return Err(fail(format!(
+                    "exited before its startupProbe passed ({})",
+                    describe_status(&status)
+                )));
+            }
+            let last = match self.run_probe(container, probe, node_netns)? {
+                Ok(()) => {
+                    container.set_started();
+                    return Ok(());
+                }
+                Err(reason) => reason,
+            };
+            if Instant::now() >= deadline {
+                return Err(fail(format!("startupProbe still failing: {last}")));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Runs the container's exec `postStart` hook in the pod as the container's user and waits
+    /// for it; a hook that fails or outlives the deadline kills the container and fails the pod.
+    fn run_post_start(
+        &self,
+        index: usize,
+        ctx: &PodContext<'_>,
+        deadline: Instant,
+    ) -> Result<(), TestbedError> {
+        let container = &self.containers[index];
+        let hook = container.spec.post_start(ctx.binaries).map_err(|reason| {
+            TestbedError::object("Pod", &self.info.namespace, &self.info.name, reason)
+        })?;
+        let Some(hook) = hook else {
+            return Ok(());
+        };
+        let (uid, gid) = container.spec.identity(self.spec.security_context.as_ref());
+        let timeout = deadline
+            .saturating_duration_since(Instant::now())
+            .max(Duration::from_secs(1));
+        let outcome = match run_bounded(in_pod_as(&self.netns, uid, gid, &hook), timeout) {
+            Ok(output) if output.status.success() => return Ok(()),
+            Ok(output) => format!(
+                "{}: {}",
+                describe_status(&output.status),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            Err(e) => e.to_string(),
+        };
+        if let Some(child) = container
+            .child
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_mut()
+        {
+            stop_group(child, Duration::ZERO);
+        }
+        Err(TestbedError::HookFailed {
+            pod: self.info.name.clone(),
+            container: container.name().to_string(),
+            hook: hook.join(" "),
+            outcome,
+            log_tail: log_tail(&container.log),
+        })
     }
 
     /// Starts an exited main container again with the same spec, appending to its log: what a
@@ -238,16 +374,8 @@ impl Pod {
         let spec = self.containers[index].spec.clone();
         let log = self.containers[index].log.clone();
         let child = self.launch(&spec, &log, ctx, &volumes)?;
-        let pid = child_pid(&child);
-        self.containers[index] = Container {
-            spec,
-            init: false,
-            log,
-            pid: Some(pid),
-            child: Mutex::new(Some(child)),
-            exit: Mutex::new(None),
-        };
-        Ok(())
+        self.containers[index] = Container::new(spec, false, log, child);
+        self.run_post_start(index, ctx, Instant::now() + Duration::from_secs(120))
     }
 
     fn launch(
@@ -306,17 +434,28 @@ impl Pod {
             .map_err(|source| TestbedError::Spawn { command, source })
     }
 
-    /// Checks every container's readiness probe once; true when all pass. A container with a
-    /// probe that has exited is an error: it can never become ready (nothing restarts it).
+    /// Runs every long-running container's probes once, as the kubelet would (HTTP and TCP
+    /// from the node's namespace to the pod IP): the startupProbe until it has passed, then the
+    /// livenessProbe and the readinessProbe; `Ok` when all pass. The testbed restarts nothing,
+    /// so a failing liveness probe keeps the pod from being ready (and `up` fails with it). A
+    /// container with a probe that has exited is an error: it can never become ready; app
+    /// containers of a pod that completes (a Job's) are done instead.
     pub fn probe_once(
         &self,
-        attempt_timeout: Duration,
+        node_netns: &str,
     ) -> Result<Result<(), (String, String)>, TestbedError> {
-        for container in self.containers.iter().filter(|c| !c.init) {
-            let Some(probe) = &container.spec.readiness_probe else {
+        for container in self.containers.iter().filter(|c| c.is_long_running()) {
+            let spec = &container.spec;
+            let probed = spec.readiness_probe.is_some()
+                || spec.liveness_probe.is_some()
+                || spec.startup_probe.is_some();
+            if !probed {
                 continue;
-            };
+            }
             if let Some(status) = container.exit_status() {
+                if !container.init && self.spec.completes() {
+                    continue;
+                }
                 return Err(TestbedError::NotReady {
                     pod: self.info.name.clone(),
                     container: container.name().to_string(),
@@ -325,8 +464,32 @@ impl Pod {
                     log_tail: log_tail(&container.log),
                 });
             }
-            if let Err(reason) = self.run_probe(container, probe, attempt_timeout)? {
-                return Ok(Err((container.name().to_string(), reason)));
+            let failed = |kind: &str, reason: String| {
+                Ok(Err((
+                    container.name().to_string(),
+                    format!("{kind} failing: {reason}"),
+                )))
+            };
+            if !container.has_started()
+                && let Some(probe) = &spec.startup_probe
+            {
+                match self.run_probe(container, probe, node_netns)? {
+                    Ok(()) => container.set_started(),
+                    Err(reason) => return failed("startupProbe", reason),
+                }
+            }
+            if let Some(probe) = &spec.liveness_probe
+                && let Err(reason) = self.run_probe(container, probe, node_netns)?
+            {
+                return failed(
+                    "livenessProbe (a kubelet would restart the container; the testbed does not)",
+                    reason,
+                );
+            }
+            if let Some(probe) = &spec.readiness_probe
+                && let Err(reason) = self.run_probe(container, probe, node_netns)?
+            {
+                return failed("readinessProbe", reason);
             }
         }
         Ok(Ok(()))
@@ -336,8 +499,10 @@ impl Pod {
         &self,
         container: &Container,
         probe: &Probe,
-        timeout: Duration,
+        node_netns: &str,
     ) -> Result<Result<(), String>, TestbedError> {
+        // Kubernetes' default timeoutSeconds is 1.
+        let timeout = Duration::from_secs(probe.timeout_seconds.unwrap_or(1).max(1));
         let port_of = |port: &IntOrString| {
             container
                 .spec
@@ -359,12 +524,16 @@ impl Pod {
             };
             let path = get.path.as_deref().unwrap_or("/");
             return Ok(
-                probe::http_get(&self.netns, addr, path, timeout)?.and_then(|r| {
+                probe::http_get(node_netns, addr, path, timeout)?.and_then(|r| {
                     // Kubernetes counts 200..400 as success.
                     if (200..400).contains(&r.status) {
                         Ok(())
                     } else {
-                        Err(format!("GET http://{addr}{path} answered {}", r.status))
+                        Err(format!(
+                            "GET http://{addr}{path} answered {}: {}",
+                            r.status,
+                            r.body.trim()
+                        ))
                     }
                 }),
             );
@@ -374,7 +543,7 @@ impl Pod {
                 (Ok(h), Ok(p)) => SocketAddr::new(h, p),
                 (Err(e), _) | (_, Err(e)) => return Ok(Err(e)),
             };
-            return probe::tcp_connect(&self.netns, addr, timeout);
+            return probe::tcp_connect(node_netns, addr, timeout);
         }
         if let Some(exec) = &probe.exec {
             let (uid, gid) = container.spec.identity(self.spec.security_context.as_ref());
@@ -392,13 +561,46 @@ impl Pod {
                 ))
             });
         }
+        if probe.grpc.is_some() {
+            return Ok(Err(
+                "the testbed does not run gRPC probes (the injector points a meshed pod's at \
+                 the proxy's /app-health)"
+                    .to_string(),
+            ));
+        }
         Ok(Ok(()))
     }
 
-    /// SIGTERM to every container's process group at once (main containers last-started first).
-    pub fn signal_all(&self, sig: Signal) {
+    /// Pending → Running → Succeeded/Failed, for pods that complete (restartPolicy Never or
+    /// OnFailure): Succeeded once every app container has exited 0, Failed once they have all
+    /// exited and one did not with 0. Native sidecars do not count, as in Kubernetes.
+    pub fn phase(&self) -> PodPhase {
+        if !self.spec.completes() {
+            return PodPhase::Running;
+        }
+        let mut all_ok = true;
+        for container in self.containers.iter().filter(|c| !c.init) {
+            match container.exit_status() {
+                None => return PodPhase::Running,
+                Some(status) => all_ok &= status.success(),
+            }
+        }
+        if self.containers.iter().all(|c| c.init) {
+            return PodPhase::Running;
+        }
+        if all_ok {
+            PodPhase::Succeeded
+        } else {
+            PodPhase::Failed
+        }
+    }
+
+    /// Sends `sig` to the process group of every running container of one kind: the app
+    /// containers (classic sidecars included), or the native sidecars (last-started first).
+    pub fn signal_containers(&self, sig: Signal, sidecars: bool) {
         for container in self.containers.iter().rev() {
-            if let Some(pid) = container.pid
+            if container.is_sidecar() == sidecars
+                && let Some(pid) = container.pid
                 && container.exit_status().is_none()
             {
                 let _ = killpg(Pid::from_raw(pid), sig);
@@ -406,9 +608,14 @@ impl Pod {
         }
     }
 
-    /// Waits until `deadline` for the containers to exit, then kills what is left.
-    pub fn reap(&self, deadline: Instant) {
-        for container in &self.containers {
+    /// Waits until `deadline` for the containers of one kind (see `signal_containers`) to
+    /// exit, then kills what is left.
+    pub fn reap(&self, deadline: Instant, sidecars: bool) {
+        for container in self
+            .containers
+            .iter()
+            .filter(|c| c.is_sidecar() == sidecars)
+        {
             let mut child = container.child.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(c) = child.as_mut() {
                 let remaining = deadline.saturating_duration_since(Instant::now());
@@ -419,6 +626,20 @@ impl Pod {
                 }
             }
         }
+    }
+
+    /// Whether any native sidecar still runs.
+    pub fn sidecars_running(&self) -> bool {
+        self.containers
+            .iter()
+            .any(|c| c.is_sidecar() && c.exit_status().is_none())
+    }
+
+    /// The pod's `terminationGracePeriodSeconds`, else `default`.
+    pub fn grace(&self, default: Duration) -> Duration {
+        self.spec
+            .termination_grace_period_seconds
+            .map_or(default, Duration::from_secs)
     }
 }
 

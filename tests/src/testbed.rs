@@ -25,7 +25,7 @@ use crate::lookup::find_pod;
 use crate::manifest::{self, PodTemplate};
 use crate::naming;
 use crate::netns::{self, ReturnPath};
-use crate::pod::{Pod, PodContext, PodInfo, exit_code, in_pod_as, log_tail};
+use crate::pod::{Pod, PodContext, PodInfo, PodPhase, exit_code, in_pod_as, log_tail};
 use crate::probe;
 use crate::process::{describe, describe_status, run_bounded, run_with_stdin};
 use crate::service::{Endpoint, Service, endpoints_for};
@@ -457,6 +457,7 @@ impl Testbed {
         for &i in new_pods {
             let ctx = PodContext {
                 node_name: &self.node_netns,
+                node_netns: &self.node_netns,
                 log_dir: &self.log_dir,
                 binaries: &self.binaries,
                 volumes_dir: &volumes_dir,
@@ -586,12 +587,15 @@ impl Testbed {
 
     fn wait_ready(&mut self, pods: &[usize], deadline: Instant) -> Result<(), TestbedError> {
         let mut pending: Vec<usize> = pods.to_vec();
-        let attempt = Duration::from_secs(1);
         loop {
             let mut still = Vec::new();
             let mut last = None;
             for &i in &pending {
-                match self.pods[i].probe_once(attempt)? {
+                // A Job's pod that is already done has nothing left to be ready for.
+                if self.pods[i].phase() != PodPhase::Running {
+                    continue;
+                }
+                match self.pods[i].probe_once(&self.node_netns)? {
                     Ok(()) => self.pods[i].ready = true,
                     Err(failure) => {
                         last = Some((i, failure));
@@ -1014,6 +1018,7 @@ impl Testbed {
         let volumes_dir = self.state_dir.join("volumes");
         let ctx = PodContext {
             node_name: &self.node_netns,
+            node_netns: &self.node_netns,
             log_dir: &self.log_dir,
             binaries: &self.binaries,
             volumes_dir: &volumes_dir,
@@ -1101,14 +1106,95 @@ impl Testbed {
         self.state().save(&self.state_dir)
     }
 
+    /// Stops pods as the kubelet does: SIGTERM to the app containers (classic sidecars are
+    /// among them), then, once they have exited, to the native sidecars; SIGKILL for what is
+    /// left when the pod's grace is up (native sidecars get at least 2 s of their own).
     fn stop_pods(&self, pods: &[Pod]) {
+        let start = Instant::now();
         for pod in pods {
-            pod.signal_all(Signal::SIGTERM);
+            pod.signal_containers(Signal::SIGTERM, false);
         }
-        let deadline = Instant::now() + self.opts.stop_grace;
         for pod in pods {
-            pod.reap(deadline);
+            pod.reap(start + pod.grace(self.opts.stop_grace), false);
         }
+        for pod in pods {
+            pod.signal_containers(Signal::SIGTERM, true);
+        }
+        for pod in pods {
+            let deadline = (start + pod.grace(self.opts.stop_grace))
+                .max(Instant::now() + Duration::from_secs(2));
+            pod.reap(deadline, true);
+        }
+    }
+
+    /// Deletes a pod the way the API server and kubelet do, but keeps it on record (its logs,
+    /// exit codes): out of its Services' endpoints first, then stopped (see `stop_pods`),
+    /// bounded by its `terminationGracePeriodSeconds` (else `stop_grace`).
+    pub fn terminate_pod(&mut self, pod: &str) -> Result<(), TestbedError> {
+        let i = self.index_of(pod)?;
+        self.pods[i].ready = false;
+        self.apply_service_rules()?;
+        self.write_dns()?;
+        self.write_cluster_dir()?;
+        self.wait_discovery_synced()?;
+        self.stop_pods(std::slice::from_ref(&self.pods[i]));
+        self.save_state()
+    }
+
+    /// Waits up to `timeout` for a pod that completes (restartPolicy Never or OnFailure, a
+    /// Job's) to be Succeeded or Failed, and then stops its native sidecars as the kubelet
+    /// does once the last app container has exited. Running when the time is up.
+    pub fn wait_completed(
+        &mut self,
+        pod: &str,
+        timeout: Duration,
+    ) -> Result<PodPhase, TestbedError> {
+        let i = self.index_of(pod)?;
+        if !self.pods[i].spec.completes() {
+            return Err(TestbedError::object(
+                "Pod",
+                &self.pods[i].info.namespace,
+                &self.pods[i].info.name,
+                "restartPolicy Always: its containers would be restarted, it never completes"
+                    .to_string(),
+            ));
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let phase = self.pods[i].phase();
+            if phase != PodPhase::Running {
+                if self.pods[i].sidecars_running() {
+                    let pod = &self.pods[i];
+                    pod.signal_containers(Signal::SIGTERM, true);
+                    pod.reap(Instant::now() + pod.grace(self.opts.stop_grace), true);
+                }
+                if self.pods[i].ready {
+                    self.pods[i].ready = false;
+                    self.apply_service_rules()?;
+                    self.write_dns()?;
+                    self.write_cluster_dir()?;
+                }
+                self.save_state()?;
+                return Ok(phase);
+            }
+            if Instant::now() >= deadline {
+                return Ok(phase);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// What a pod is now: Running, or Succeeded/Failed for a completed Job's pod.
+    pub fn pod_phase(&self, pod: &str) -> Result<PodPhase, TestbedError> {
+        Ok(self.find(pod)?.phase())
+    }
+
+    fn index_of(&self, pod: &str) -> Result<usize, TestbedError> {
+        let name = self.find(pod)?.info.name.clone();
+        self.pods
+            .iter()
+            .position(|p| p.info.name == name)
+            .ok_or_else(|| TestbedError::NoSuchPod(pod.to_string()))
     }
 
     fn teardown(&mut self) {

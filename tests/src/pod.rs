@@ -338,8 +338,8 @@ impl Pod {
         })
     }
 
-    /// Starts an exited main container again with the same spec, appending to its log: what a
-    /// kubelet does for `restartPolicy: Always`. A container still running is an error (signal
+    /// Starts an exited main container or native sidecar again with the same spec, appending to
+    /// its log: what a kubelet does for `restartPolicy: Always`. A container still running is an error (signal
     /// it first), so a test always knows which process it is talking to.
     pub fn restart_container(
         &mut self,
@@ -349,7 +349,7 @@ impl Pod {
         let index = self
             .containers
             .iter()
-            .position(|c| !c.init && c.name() == name)
+            .position(|c| c.is_long_running() && c.name() == name)
             .ok_or_else(|| TestbedError::NoSuchContainer {
                 pod: self.info.name.clone(),
                 container: name.to_string(),
@@ -373,8 +373,9 @@ impl Pod {
         })?;
         let spec = self.containers[index].spec.clone();
         let log = self.containers[index].log.clone();
+        let init = self.containers[index].init;
         let child = self.launch(&spec, &log, ctx, &volumes)?;
-        self.containers[index] = Container::new(spec, false, log, child);
+        self.containers[index] = Container::new(spec, init, log, child);
         self.run_post_start(index, ctx, Instant::now() + Duration::from_secs(120))
     }
 

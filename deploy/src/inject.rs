@@ -7,10 +7,11 @@ use weft_settings::{ANNOTATION_PREFIX, DEFAULT_PROXY_IMAGE, INJECTED_ANNOTATION,
 
 use crate::InjectError;
 use crate::annotations::Annotations;
+use crate::app_probes::{APP_PROBES_ENV, rewrite as rewrite_probes};
 use crate::control_plane::control_plane_env;
 use crate::namespaces::Namespaces;
 use crate::outcome::{Action, Injection, Outcome};
-use crate::sidecar::{image, init_container, proxy_container};
+use crate::sidecar::{Shape, image, init_container, proxy_container, shape, shape_proxy};
 use crate::uninject::{is_injected, strip_injection};
 use crate::workload::{
     DEFAULT_NAMESPACE, api_version, describe, describe_in, is_workload_namesake, list_items_mut,
@@ -246,21 +247,35 @@ fn add_sidecar(
         .get_mut("spec")
         .and_then(Value::as_object_mut)
         .ok_or_else(|| malformed(object, "the pod template has no spec mapping"))?;
+    if !spec.get("containers").is_some_and(Value::is_array) {
+        return Err(malformed(
+            object,
+            "spec.containers of the pod is missing or not a list",
+        ));
+    }
     if opts.identity_addr.is_some() {
         add_identity(spec, &mut proxy, object)?;
     }
+    if let Some(probes) = rewrite_probes(spec, object)?
+        && let Some(env) = proxy.get_mut("env").and_then(Value::as_array_mut)
+    {
+        env.push(serde_json::json!({"name": APP_PROBES_ENV, "value": probes}));
+    }
+    let shape = shape(annotations, object)?;
+    shape_proxy(&mut proxy, shape);
     // Init containers run in order; the rules must be in place before any other starts.
-    list_mut(spec, "initContainers", object)?.insert(0, init);
-    // First in the list, so the kubelet starts the proxy before the app.
-    spec.get_mut("containers")
-        .and_then(Value::as_array_mut)
-        .ok_or_else(|| {
-            malformed(
-                object,
-                "spec.containers of the pod is missing or not a list",
-            )
-        })?
-        .insert(0, proxy);
+    let init_containers = list_mut(spec, "initContainers", object)?;
+    init_containers.insert(0, init);
+    if shape == Shape::Native {
+        // Right after the rules, before the pod's own init containers: they may call out too.
+        init_containers.insert(1, proxy);
+    } else {
+        // First in the list, so the kubelet starts the proxy (and waits for its postStart hook)
+        // before the app.
+        if let Some(containers) = spec.get_mut("containers").and_then(Value::as_array_mut) {
+            containers.insert(0, proxy);
+        }
+    }
 
     let metadata = entry_object(template, "metadata", object)?;
     let annotations = entry_object(metadata, "annotations", object)?;

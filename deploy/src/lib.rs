@@ -28,6 +28,7 @@
 //! `weft_settings::SETTINGS` with a valid value, or injection fails naming the object.
 
 mod annotations;
+mod app_probes;
 mod control_plane;
 mod error;
 mod inject;

@@ -4,7 +4,7 @@
 use serde_json::{Map, Value, json};
 use weft_settings::{
     ADMIN_PORT, INBOUND_PORT, Kind, OUTBOUND_PORT, PROXY_UID, SETTINGS, Setting, SettingError,
-    Target, parse_cidrs, parse_ports,
+    Target, parse_bool, parse_cidrs, parse_ports,
 };
 
 use crate::InjectError;
@@ -22,6 +22,67 @@ pub fn image(annotations: &Annotations, default_image: &str) -> String {
         .find(|s| s.target == Target::ProxyImage)
         .and_then(|s| annotations.get(s))
         .map_or_else(|| default_image.to_owned(), |v| v.trim().to_owned())
+}
+
+/// Where the proxy runs in the pod, from `weft.io/native-sidecar`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// An init container with `restartPolicy: Always` right after `weft-init` (Kubernetes
+    /// 1.29+): the kubelet starts the app containers once its startupProbe (`/ready`) passes and
+    /// stops it only after they have all exited, so Jobs complete.
+    Native,
+    /// The first of the pod's containers, with a `postStart` hook (`weft-proxy wait-ready`) that
+    /// holds the app containers back until the proxy is ready.
+    Classic,
+}
+
+/// The shape `weft.io/native-sidecar` asks for (native when absent).
+pub fn shape(annotations: &Annotations, object: &str) -> Result<Shape, InjectError> {
+    let Some(setting) = SETTINGS.iter().find(|s| s.target == Target::NativeSidecar) else {
+        return Ok(Shape::Native);
+    };
+    let Some(value) = annotations.get(setting) else {
+        return Ok(Shape::Native);
+    };
+    match parse_bool(value) {
+        Ok(true) => Ok(Shape::Native),
+        Ok(false) => Ok(Shape::Classic),
+        Err(source) => Err(InjectError::BadValue {
+            object: object.to_owned(),
+            annotation: setting.annotation_key(),
+            value: value.to_owned(),
+            problem: Box::new(source),
+        }),
+    }
+}
+
+/// Turns the proxy container into the given shape.
+pub fn shape_proxy(proxy: &mut Value, shape: Shape) {
+    let Some(fields) = proxy.as_object_mut() else {
+        return;
+    };
+    match shape {
+        Shape::Native => {
+            fields.insert("restartPolicy".to_owned(), json!("Always"));
+            // Up to two minutes to become ready (certificate, discovery) before the kubelet gives up.
+            fields.insert(
+                "startupProbe".to_owned(),
+                json!({"httpGet": {"path": "/ready", "port": ADMIN_PORT},
+                       "periodSeconds": 1, "failureThreshold": 120}),
+            );
+            // The kubelet stops a native sidecar only once the app containers have exited: there
+            // are no more outbound calls to wait for.
+            if let Some(env) = fields.get_mut("env").and_then(Value::as_array_mut) {
+                env.push(json!({"name": "WEFT_SHUTDOWN_QUIET_PERIOD", "value": "0s"}));
+            }
+        }
+        Shape::Classic => {
+            fields.insert(
+                "lifecycle".to_owned(),
+                json!({"postStart": {"exec": {"command": ["weft-proxy", "wait-ready"]}}}),
+            );
+        }
+    }
 }
 
 /// The init container running `weft-proxy init` as root with only the capabilities iptables needs.

@@ -7,6 +7,7 @@
 use serde_json::{Map, Value};
 use weft_settings::{ANNOTATION_PREFIX, INJECTED_ANNOTATION};
 
+use crate::app_probes::{APP_PROBES_ENV, restore as restore_probes};
 use crate::sidecar::{INIT_CONTAINER, PROXY_CONTAINER};
 use crate::workload_identity::{ANCHORS_VOLUME, TOKEN_VOLUME};
 
@@ -32,6 +33,9 @@ pub fn strip_injection(template: &mut Map<String, Value>) -> bool {
         return false;
     }
     if let Some(spec) = template.get_mut("spec").and_then(Value::as_object_mut) {
+        if let Some(probes) = app_probes_of(spec) {
+            restore_probes(spec, &probes);
+        }
         remove_named(
             spec,
             "initContainers",
@@ -56,6 +60,20 @@ pub fn strip_injection(template: &mut Map<String, Value>) -> bool {
         }
     }
     true
+}
+
+/// The proxy's `WEFT_APP_PROBES`, wherever the proxy runs.
+fn app_probes_of(spec: &Map<String, Value>) -> Option<String> {
+    ["initContainers", "containers"]
+        .iter()
+        .filter_map(|key| spec.get(*key).and_then(Value::as_array))
+        .flatten()
+        .filter(|c| item_name(c) == Some(PROXY_CONTAINER))
+        .filter_map(|c| c.get("env").and_then(Value::as_array))
+        .flatten()
+        .find(|e| e.get("name").and_then(Value::as_str) == Some(APP_PROBES_ENV))
+        .and_then(|e| e.get("value").and_then(Value::as_str))
+        .map(str::to_owned)
 }
 
 fn injected_key() -> String {

@@ -510,9 +510,10 @@ fn injected_admin_port_name() -> String {
     )
     .expect("a pod");
     let injected = inject(pod, &InjectOptions::default()).expect("inject");
-    let proxy = injected[0]["spec"]["containers"]
+    // A native sidecar by default: among the init containers.
+    let proxy = injected[0]["spec"]["initContainers"]
         .as_array()
-        .expect("containers")
+        .expect("initContainers")
         .iter()
         .find(|c| c["name"] == weft_inject::PROXY_CONTAINER)
         .expect("the proxy container")

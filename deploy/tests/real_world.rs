@@ -154,10 +154,11 @@ fn re_injecting_with_other_flags_replaces_the_old_sidecar() {
         .iter()
         .map(|c| c["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["weft-proxy", "web"]);
-    assert_eq!(pod["spec"]["containers"][0]["image"], "weft-proxy:new");
+    assert_eq!(names, ["web"]);
+    assert_eq!(pod["spec"]["initContainers"][1]["name"], "weft-proxy");
+    assert_eq!(pod["spec"]["initContainers"][1]["image"], "weft-proxy:new");
     assert_eq!(pod["spec"]["initContainers"][0]["image"], "weft-proxy:new");
-    assert_eq!(pod["spec"]["initContainers"][1]["name"], "wait-for-db");
+    assert_eq!(pod["spec"]["initContainers"][2]["name"], "wait-for-db");
 }
 
 #[test]
@@ -175,7 +176,7 @@ fn yaml_1_1_scalars_keep_their_meaning() {
     assert!(!stdout.contains("644.0"), "{stdout}");
     let docs = parse_manifests(&stdout).unwrap();
     let pod = &docs[3]["spec"]["template"];
-    let env = &pod["spec"]["containers"][1]["env"];
+    let env = &pod["spec"]["containers"][0]["env"];
     let value = |name: &str| {
         env.as_array()
             .unwrap()
@@ -198,7 +199,7 @@ fn yaml_1_1_scalars_keep_their_meaning() {
         pod["metadata"]["annotations"]["prometheus.io/port"],
         json!("9090")
     );
-    let resources = &pod["spec"]["containers"][1]["resources"];
+    let resources = &pod["spec"]["containers"][0]["resources"];
     assert_eq!(
         resources,
         &json!({"limits": {"cpu": "500m", "memory": "1Gi"},
@@ -232,7 +233,7 @@ fn a_kubectl_list_comes_back_meshed() {
     assert_eq!(docs[0]["kind"], "List");
     let deployment = &docs[0]["items"][0];
     assert_eq!(
-        deployment["spec"]["template"]["spec"]["containers"][0]["name"],
+        deployment["spec"]["template"]["spec"]["initContainers"][1]["name"],
         "weft-proxy"
     );
     // Server-set fields are kept as they were.

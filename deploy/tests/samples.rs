@@ -56,10 +56,10 @@ fn injected_yaml_parses_back_with_types_kept() {
     let back = parse_manifests(&yaml).unwrap();
     assert_eq!(back, injected);
     // Env values and args that look like numbers or booleans stay strings.
-    let app = &back[1]["spec"]["template"]["spec"]["containers"][1];
+    let app = &back[1]["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(app["env"][0]["value"], Value::String("8080".into()));
     assert_eq!(app["env"][1]["value"], Value::String("false".into()));
-    let proxy = &back[1]["spec"]["template"]["spec"]["containers"][0];
+    let proxy = &back[1]["spec"]["template"]["spec"]["initContainers"][1];
     assert_eq!(proxy["env"][0]["value"], Value::String("3306".into()));
     assert_eq!(proxy["ports"][0]["containerPort"], Value::from(4143));
     let init_args = &back[1]["spec"]["template"]["spec"]["initContainers"][0]["args"];
@@ -111,7 +111,7 @@ fn cli_default_image_is_the_settings_default() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let docs = parse_manifests(&stdout).unwrap();
     assert_eq!(
-        docs[1]["spec"]["template"]["spec"]["containers"][0]["image"],
+        docs[1]["spec"]["template"]["spec"]["initContainers"][1]["image"],
         weft_settings::DEFAULT_PROXY_IMAGE
     );
 }

@@ -118,7 +118,7 @@ fn the_demo_injected_validates_against_kubernetes_1_33() {
     assert!(
         objects
             .iter()
-            .any(|o| o.pointer("/spec/template/spec/containers/0/name")
+            .any(|o| o.pointer("/spec/template/spec/initContainers/1/name")
                 == Some(&Value::from("weft-proxy"))),
         "the demo should have meshed pods"
     );
@@ -175,4 +175,17 @@ spec:
     let (ok, report) = validate(&misspelled);
     assert!(!ok, "an unknown field must not validate:\n{report}");
     assert!(report.contains("readinesProbe"), "{report}");
+}
+
+#[test]
+fn the_classic_sidecar_shape_validates_against_kubernetes_1_33() {
+    // Every setting on every workload kind, weft.io/native-sidecar: "false" among them.
+    let objects = injected_objects(include_str!("../testdata/all-kinds.yaml"));
+    assert!(
+        objects.iter().any(|o| o
+            .pointer("/spec/template/spec/containers/0/lifecycle/postStart")
+            .is_some()),
+        "the classic proxy should wait for readiness in a postStart hook"
+    );
+    assert_all_valid("testdata/all-kinds.yaml injected", &objects);
 }

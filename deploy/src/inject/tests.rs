@@ -69,14 +69,10 @@ fn every_kind_gets_the_sidecar_in_its_pod_template() {
     for kind in KINDS {
         let out = inject_one_doc(workload(kind, json!({"weft.io/inject": "enabled"}))).unwrap();
         let pod = template_of(&out);
-        assert_eq!(
-            container_names(pod, "containers"),
-            ["weft-proxy", "app"],
-            "{kind}"
-        );
+        assert_eq!(container_names(pod, "containers"), ["app"], "{kind}");
         assert_eq!(
             container_names(pod, "initContainers"),
-            ["weft-init"],
+            ["weft-init", "weft-proxy"],
             "{kind}"
         );
         assert_eq!(
@@ -84,12 +80,12 @@ fn every_kind_gets_the_sidecar_in_its_pod_template() {
             "{kind}"
         );
         assert_eq!(
-            pod["spec"]["containers"][0]["image"], "weft-proxy:test",
+            pod["spec"]["initContainers"][1]["image"], "weft-proxy:test",
             "{kind}"
         );
         // The app's container is untouched.
         assert_eq!(
-            pod["spec"]["containers"][1],
+            pod["spec"]["containers"][0],
             pod_spec()["containers"][0],
             "{kind}"
         );
@@ -126,10 +122,7 @@ fn namespace_document_enables_its_pods() {
     let elsewhere = workload("Deployment", json!({}));
     let out = inject(vec![ns.clone(), in_shop, elsewhere.clone()], &opts()).unwrap();
     assert_eq!(out[0], ns, "the Namespace itself passes through");
-    assert_eq!(
-        container_names(template_of(&out[1]), "containers"),
-        ["weft-proxy", "app"]
-    );
+    assert_eq!(container_names(template_of(&out[1]), "containers"), ["app"]);
     assert_eq!(out[2], elsewhere, "default namespace is not enabled");
 }
 
@@ -143,10 +136,7 @@ fn namespace_option_enables_its_pods_and_pod_can_opt_out() {
     let meshed = workload("Pod", json!(null));
     let opted_out = workload("StatefulSet", json!({"weft.io/inject": "disabled"}));
     let out = inject(vec![meshed, opted_out.clone()], &options).unwrap();
-    assert_eq!(
-        container_names(&out[0], "containers"),
-        ["weft-proxy", "app"]
-    );
+    assert_eq!(container_names(&out[0], "containers"), ["app"]);
     assert_eq!(out[1], opted_out);
 }
 
@@ -157,7 +147,9 @@ fn namespace_settings_are_defaults_the_pod_overrides() {
     let pod = workload("Pod", json!({"weft.io/detect-timeout": "300ms"}));
     let out = inject(vec![ns, pod], &opts()).unwrap();
     // The annotation settings come first; the control-plane entries follow them.
-    let env = out[1]["spec"]["containers"][0]["env"].as_array().unwrap();
+    let env = out[1]["spec"]["initContainers"][1]["env"]
+        .as_array()
+        .unwrap();
     assert_eq!(
         env[..2],
         [
@@ -180,7 +172,7 @@ fn the_proxy_learns_the_control_plane_and_its_pod() {
         &options,
     )
     .unwrap();
-    let env = &out[0]["spec"]["template"]["spec"]["containers"][0]["env"];
+    let env = &out[0]["spec"]["template"]["spec"]["initContainers"][1]["env"];
     let find = |name: &str| {
         env.as_array()
             .unwrap()
@@ -298,7 +290,7 @@ fn existing_init_containers_run_after_weft_init() {
     let out = inject_one_doc(doc).unwrap();
     assert_eq!(
         container_names(&out, "initContainers"),
-        ["weft-init", "migrate"]
+        ["weft-init", "weft-proxy", "migrate"]
     );
 }
 
@@ -310,7 +302,7 @@ fn proxy_image_annotation_overrides_the_option() {
     );
     let out = inject_one_doc(doc).unwrap();
     assert_eq!(
-        out["spec"]["containers"][0]["image"],
+        out["spec"]["initContainers"][1]["image"],
         "registry.local/weft:dev"
     );
     assert_eq!(
@@ -357,7 +349,7 @@ fn with_an_identity_service_the_proxy_gets_its_token_and_anchors() {
     };
     let out = inject(meshed(), &options).unwrap();
     let spec = &out[0]["spec"]["template"]["spec"];
-    let proxy = &spec["containers"][0];
+    let proxy = &spec["initContainers"][1];
     let env_value = |name: &str| {
         proxy["env"]
             .as_array()
@@ -388,7 +380,7 @@ fn with_an_identity_service_the_proxy_gets_its_token_and_anchors() {
     let without = inject(meshed(), &opts()).unwrap();
     let spec = &without[0]["spec"]["template"]["spec"];
     assert!(spec.get("volumes").is_none());
-    assert!(spec["containers"][0].get("volumeMounts").is_none());
+    assert!(spec["initContainers"][1].get("volumeMounts").is_none());
 }
 
 fn outcomes(docs: Vec<Value>, options: &InjectOptions) -> Vec<String> {
@@ -409,7 +401,7 @@ fn items_of_a_list_are_injected() {
     let items = out.docs[0]["items"].as_array().unwrap();
     assert_eq!(
         container_names(template_of(&items[0]), "containers"),
-        ["weft-proxy", "app"]
+        ["app"]
     );
     assert_eq!(items[1], list["items"][1]);
     assert_eq!(out.docs[0]["metadata"], list["metadata"]);
@@ -431,10 +423,7 @@ fn a_namespace_inside_a_list_meshes_its_pods() {
          "metadata": {"name": "shop", "annotations": {"weft.io/inject": "enabled"}}},
         pod]});
     let out = inject(vec![list], &opts()).unwrap();
-    assert_eq!(
-        container_names(&out[0]["items"][1], "containers"),
-        ["weft-proxy", "app"]
-    );
+    assert_eq!(container_names(&out[0]["items"][1], "containers"), ["app"]);
 }
 
 #[test]
@@ -531,17 +520,13 @@ fn re_injection_updates_an_old_injection_to_the_current_settings() {
         let fresh = inject(vec![never_injected], &options).unwrap();
         assert_eq!(out.docs, fresh, "{kind}");
         let pod = template_of(&out.docs[0]);
-        assert_eq!(
-            container_names(pod, "containers"),
-            ["weft-proxy", "app"],
-            "{kind}"
-        );
+        assert_eq!(container_names(pod, "containers"), ["app"], "{kind}");
         assert_eq!(
             container_names(pod, "initContainers"),
-            ["weft-init"],
+            ["weft-init", "weft-proxy"],
             "{kind}"
         );
-        assert_eq!(pod["spec"]["containers"][0]["image"], "weft-proxy:new");
+        assert_eq!(pod["spec"]["initContainers"][1]["image"], "weft-proxy:new");
         let args = pod["spec"]["initContainers"][0]["args"].as_array().unwrap();
         assert!(args.contains(&json!("5432")) && !args.contains(&json!("443")));
         assert_eq!(pod["spec"]["volumes"].as_array().unwrap().len(), 2);
@@ -665,7 +650,7 @@ fn inject_object_takes_the_namespace_of_the_request() {
         .unwrap()
         .unwrap();
     assert_eq!(outcome.to_string(), "injected Pod shop/web-");
-    assert_eq!(container_names(&pod, "containers"), ["weft-proxy", "app"]);
+    assert_eq!(container_names(&pod, "containers"), ["app"]);
     assert!(pod["metadata"].get("namespace").is_none());
     // Again: a no-op.
     let before = pod.clone();
@@ -682,4 +667,112 @@ fn inject_object_takes_the_namespace_of_the_request() {
     assert!(matches!(outcome.action, Action::Skipped(_)));
     let mut service = json!({"apiVersion": "v1", "kind": "Service"});
     assert_eq!(inject_object(&mut service, None, &options).unwrap(), None);
+}
+
+#[test]
+fn the_proxy_is_a_native_sidecar_by_default() {
+    let out = inject_one_doc(workload("Pod", json!({"weft.io/inject": "enabled"}))).unwrap();
+    let proxy = &out["spec"]["initContainers"][1];
+    assert_eq!(proxy["name"], "weft-proxy");
+    assert_eq!(proxy["restartPolicy"], "Always");
+    assert_eq!(
+        proxy["startupProbe"],
+        json!({"httpGet": {"path": "/ready", "port": 4191}, "periodSeconds": 1, "failureThreshold": 120})
+    );
+    assert_eq!(proxy["readinessProbe"]["httpGet"]["path"], "/ready");
+    assert_eq!(proxy["livenessProbe"]["httpGet"]["path"], "/live");
+    assert!(
+        proxy["env"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"name": "WEFT_SHUTDOWN_QUIET_PERIOD", "value": "0s"}))
+    );
+    assert!(proxy.get("lifecycle").is_none());
+}
+
+#[test]
+fn native_sidecar_false_gives_the_classic_first_container_waiting_for_ready() {
+    let doc = workload(
+        "Deployment",
+        json!({"weft.io/inject": "enabled", "weft.io/native-sidecar": "false"}),
+    );
+    let out = inject_one_doc(doc.clone()).unwrap();
+    let pod = template_of(&out);
+    assert_eq!(container_names(pod, "initContainers"), ["weft-init"]);
+    assert_eq!(container_names(pod, "containers"), ["weft-proxy", "app"]);
+    let proxy = &pod["spec"]["containers"][0];
+    assert_eq!(
+        proxy["lifecycle"],
+        json!({"postStart": {"exec": {"command": ["weft-proxy", "wait-ready"]}}})
+    );
+    assert!(proxy.get("restartPolicy").is_none() && proxy.get("startupProbe").is_none());
+    let quiet = proxy["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["name"] == "WEFT_SHUTDOWN_QUIET_PERIOD");
+    assert!(!quiet, "a classic sidecar keeps the default quiet period");
+    // Re-injection is a no-op, uninjection the exact inverse.
+    assert_eq!(inject(vec![out.clone()], &opts()).unwrap()[0], out);
+    assert_eq!(uninject(vec![out]).unwrap().docs[0], doc);
+
+    let bad = workload(
+        "Pod",
+        json!({"weft.io/inject": "enabled", "weft.io/native-sidecar": "no"}),
+    );
+    let err = inject_one_doc(bad).unwrap_err().to_string();
+    assert!(err.contains("weft.io/native-sidecar"), "{err}");
+}
+
+#[test]
+fn app_probes_point_at_the_proxy_and_uninjection_restores_them() {
+    let mut doc = workload("Deployment", json!({"weft.io/inject": "enabled"}));
+    doc["spec"]["template"]["spec"]["containers"][0]["ports"] =
+        json!([{"name": "http", "containerPort": 8080}]);
+    doc["spec"]["template"]["spec"]["containers"][0]["readinessProbe"] =
+        json!({"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 5});
+    doc["spec"]["template"]["spec"]["containers"][0]["livenessProbe"] =
+        json!({"exec": {"command": ["true"]}});
+    let out = inject_one_doc(doc.clone()).unwrap();
+    let spec = &template_of(&out)["spec"];
+    assert_eq!(
+        spec["containers"][0]["readinessProbe"],
+        json!({"httpGet": {"path": "/app-health/app/readiness", "port": 4191}, "periodSeconds": 5})
+    );
+    assert_eq!(
+        spec["containers"][0]["livenessProbe"],
+        json!({"exec": {"command": ["true"]}})
+    );
+    let probes = spec["initContainers"][1]["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "WEFT_APP_PROBES")
+        .map(|e| e["value"].clone())
+        .unwrap();
+    assert_eq!(
+        probes,
+        r#"{"app/readiness":{"httpGet":{"path":"/healthz","port":8080,"portName":"http"},"periodSeconds":5}}"#
+    );
+    for shape in ["true", "false"] {
+        let mut doc = doc.clone();
+        doc["spec"]["template"]["metadata"]["annotations"]["weft.io/native-sidecar"] = json!(shape);
+        let out = inject_one_doc(doc.clone()).unwrap();
+        assert_eq!(
+            inject(vec![out.clone()], &opts()).unwrap()[0],
+            out,
+            "{shape}"
+        );
+        assert_eq!(uninject(vec![out]).unwrap().docs[0], doc, "{shape}");
+    }
+
+    doc["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGet"]["port"] =
+        json!("metrics");
+    let err = inject_one_doc(doc).unwrap_err().to_string();
+    assert!(
+        err.starts_with(
+            "Deployment default/web: container app: readinessProbe.httpGet.port \"metrics\""
+        ),
+        "{err}"
+    );
 }

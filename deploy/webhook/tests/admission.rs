@@ -54,12 +54,14 @@ fn operations(response: &Value) -> Vec<Value> {
 }
 
 fn container_names(pod: &Value) -> Vec<&str> {
-    pod["spec"]["containers"]
+    names_in(pod, "containers")
+}
+
+fn names_in<'a>(pod: &'a Value, list: &str) -> Vec<&'a str> {
+    pod["spec"][list]
         .as_array()
-        .expect("containers")
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect()
+        .map(|items| items.iter().filter_map(|c| c["name"].as_str()).collect())
+        .unwrap_or_default()
 }
 
 fn without_annotation(mut pod: Value, key: &str) -> Value {
@@ -83,13 +85,19 @@ async fn meshed_pod_is_patched_into_exactly_what_weft_inject_writes() {
     let patched = apply(&response, &pod);
     let expected = cli_output(std::slice::from_ref(&pod)).remove(0);
     assert_eq!(patched, expected);
-    assert_eq!(container_names(&patched), ["weft-proxy", "catalog"]);
+    // The proxy is a native sidecar: an init container right after weft-init.
+    assert_eq!(container_names(&patched), ["catalog"]);
+    assert_eq!(
+        names_in(&patched, "initContainers"),
+        ["weft-init", "weft-proxy"]
+    );
     // The patch adds the injector's parts; the user's containers and volumes are not rewritten.
     let ops = operations(&response);
     assert!(ops.iter().all(|op| op["op"] == "add"), "{ops:#?}");
     assert!(
-        ops.iter()
-            .any(|op| op["path"] == "/spec/containers/0" && op["value"]["name"] == "weft-proxy"),
+        ops.iter().any(
+            |op| op["path"] == "/spec/initContainers" && op["value"][1]["name"] == "weft-proxy"
+        ),
         "{ops:#?}"
     );
     assert!(webhook.logged("injected"), "{}", webhook.log());
@@ -103,7 +111,10 @@ async fn injected_pod_reviewed_again_is_allowed_without_a_patch() {
         .review(&admission_review("7c1e0f3a-2", "CREATE", "shop", &pod))
         .await;
     let injected = apply(&first, &pod);
-    assert_eq!(container_names(&injected), ["weft-proxy", "catalog"]);
+    assert_eq!(
+        names_in(&injected, "initContainers"),
+        ["weft-init", "weft-proxy"]
+    );
 
     let again = webhook
         .review(&admission_review("7c1e0f3a-3", "CREATE", "shop", &injected))
@@ -299,7 +310,7 @@ async fn namespace_annotations_come_from_the_api_and_the_ca_bundle_is_patched_in
     let patched = apply(&response, &pod);
     let expected = cli_output(&[recorded("namespace-shop.json"), pod.clone()]).remove(1);
     assert_eq!(patched, expected);
-    let proxy_env = &patched["spec"]["containers"][0]["env"];
+    let proxy_env = &patched["spec"]["initContainers"][1]["env"];
     assert!(
         proxy_env
             .as_array()

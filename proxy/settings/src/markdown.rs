@@ -29,6 +29,7 @@ fn what_it_sets(setting: &Setting) -> String {
         }
         Target::ProxyImage => "image of `weft-proxy` and `weft-init`".to_owned(),
         Target::Inject => "injection (`enabled` / `disabled`)".to_owned(),
+        Target::NativeSidecar => "where `weft-proxy` runs (init container or container)".to_owned(),
     }
 }
 

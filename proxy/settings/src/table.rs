@@ -58,6 +58,9 @@ pub enum Target {
     ProxyImage,
     /// `weft.io/inject` itself: enabled | disabled.
     Inject,
+    /// Where the proxy goes: an init container with `restartPolicy: Always` (a native sidecar,
+    /// `true`) or the first of the pod's containers (`false`).
+    NativeSidecar,
 }
 
 /// Which half of a container's `resources` a quantity goes to.
@@ -477,6 +480,14 @@ pub const SETTINGS: &[Setting] = &[
         default: Some(""),
         summary: "Per-port authorization: `<ports>=<identity>|...` rules separated by `;`; an identity is a SPIFFE id, `spiffe://<td>/ns/<ns>/sa/*` or `*` (any mesh workload). Named ports refuse everyone else, plaintext included.",
         example: "8080=spiffe://cluster.local/ns/shop/sa/web|spiffe://cluster.local/ns/ops/sa/*;9090=*",
+    },
+    Setting {
+        annotation: "native-sidecar",
+        target: Target::NativeSidecar,
+        kind: Kind::Bool,
+        default: Some("true"),
+        summary: "`true`: the proxy is an init container with `restartPolicy: Always` (Kubernetes 1.29+), started before the app once `/ready` and stopped after it, so Jobs complete; `false`: the classic first container, the app waiting for it in a `postStart` hook.",
+        example: "false",
     },
     Setting {
         annotation: "proxy-image",

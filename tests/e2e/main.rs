@@ -8,6 +8,7 @@ mod h2;
 mod http1;
 mod identity;
 mod idle;
+mod lifecycle;
 mod mtls;
 mod opaque;
 mod redirect;

@@ -237,6 +237,17 @@ pub struct ProxyConfig {
 }
 
 impl ProxyConfig {
+    /// What a client's HTTP may be, from the `WEFT_MAX_*` and `WEFT_H2_*` settings.
+    pub fn http_limits(&self) -> HttpLimits {
+        HttpLimits {
+            max_header_bytes: self.max_request_headers_kb as usize * 1024,
+            max_headers: self.max_request_headers as usize,
+            max_uri_length: self.max_uri_length as usize,
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            h2_premature_reset_min_streams: self.h2_premature_reset_min_streams,
+        }
+    }
+
     /// The client's defaults for every upstream: the `WEFT_*` settings over the built-in ones.
     pub fn resilience_policy(&self) -> ResiliencePolicy {
         ResiliencePolicy {
@@ -287,22 +298,6 @@ fn parse_host_port(value: &str) -> Result<String, String> {
     Ok(value.to_string())
 }
 
-/// Turns clap's report of a refused value into one line naming the environment variable, e.g.
-/// `invalid WEFT_DETECT_TIMEOUT="abc": expected a duration ...`. Other errors (help, unknown
-/// flags) are left to clap.
-impl ProxyConfig {
-    /// What a client's HTTP may be, from the `WEFT_MAX_*` and `WEFT_H2_*` settings.
-    pub fn http_limits(&self) -> HttpLimits {
-        HttpLimits {
-            max_header_bytes: self.max_request_headers_kb as usize * 1024,
-            max_headers: self.max_request_headers as usize,
-            max_uri_length: self.max_uri_length as usize,
-            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
-            h2_premature_reset_min_streams: self.h2_premature_reset_min_streams,
-        }
-    }
-}
-
 fn parse_pod_ip(text: &str) -> Result<IpAddr, String> {
     text.parse()
         .map_err(|_| "expected an IP address (the downward API's status.podIP)".to_owned())
@@ -312,6 +307,9 @@ fn parse_app_probes(text: &str) -> Result<AppProbes, String> {
     AppProbes::parse(text).map_err(|err| err.to_string())
 }
 
+/// Turns clap's report of a refused value into one line naming the environment variable, e.g.
+/// `invalid WEFT_DETECT_TIMEOUT="abc": expected a duration ...`. Other errors (help, unknown
+/// flags) are left to clap.
 pub fn describe_invalid_value(err: &clap::Error, command: &clap::Command) -> Option<String> {
     if !matches!(
         err.kind(),

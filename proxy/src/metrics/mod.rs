@@ -49,6 +49,25 @@ struct ConnLabels {
     protocol: Protocol,
 }
 
+/// Every connection label set, outbound first.
+fn every_conn_label() -> impl Iterator<Item = ConnLabels> {
+    [Direction::Outbound, Direction::Inbound]
+        .into_iter()
+        .flat_map(|direction| {
+            [
+                Protocol::Http1,
+                Protocol::Http2,
+                Protocol::Tls,
+                Protocol::Opaque,
+            ]
+            .into_iter()
+            .map(move |protocol| ConnLabels {
+                direction,
+                protocol,
+            })
+        })
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusedLabels {
     direction: Direction,
@@ -295,47 +314,22 @@ impl Metrics {
     /// Connections accepted so far and open now, over both directions: a change in the first
     /// shows a connection that came and went between two looks.
     pub fn connection_totals(&self) -> (u64, i64) {
-        let mut opened = 0;
-        let mut open = 0;
-        for direction in [Direction::Outbound, Direction::Inbound] {
-            for protocol in [
-                Protocol::Http1,
-                Protocol::Http2,
-                Protocol::Tls,
-                Protocol::Opaque,
-            ] {
-                let labels = ConnLabels {
-                    direction,
-                    protocol,
-                };
-                opened += self.tcp_open.get_or_create(&labels).get();
-                open += self.tcp_open_connections.get_or_create(&labels).get();
-            }
-        }
-        (opened, open)
+        every_conn_label().fold((0, 0), |(opened, open), labels| {
+            (
+                opened + self.tcp_open.get_or_create(&labels).get(),
+                open + self.tcp_open_connections.get_or_create(&labels).get(),
+            )
+        })
     }
 
     /// Connections open right now, per direction and protocol (only those with any).
     pub fn open_connections(&self) -> Vec<(Direction, Protocol, i64)> {
-        let mut open = Vec::new();
-        for direction in [Direction::Outbound, Direction::Inbound] {
-            for protocol in [
-                Protocol::Http1,
-                Protocol::Http2,
-                Protocol::Tls,
-                Protocol::Opaque,
-            ] {
-                let labels = ConnLabels {
-                    direction,
-                    protocol,
-                };
+        every_conn_label()
+            .filter_map(|labels| {
                 let count = self.tcp_open_connections.get_or_create(&labels).get();
-                if count > 0 {
-                    open.push((direction, protocol, count));
-                }
-            }
-        }
-        open
+                (count > 0).then_some((labels.direction, labels.protocol, count))
+            })
+            .collect()
     }
 
     /// The (read, write) byte counters of one direction, for a counting I/O wrapper.

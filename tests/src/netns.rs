@@ -95,6 +95,12 @@ pub fn create_pod(
         "on",
     ])?;
     ip(&["-n", node, "link", "set", node_link, "up"])?;
+    // The MAC follows the address: a pod that takes over a released address keeps the node's
+    // neighbour entry valid. With a fresh random MAC the node kept sending to the old one until
+    // its entry expired (~30 s), and probes from the node to the new pod timed out meanwhile.
+    let [a, b, c, d] = addr.octets();
+    let mac = format!("02:57:{a:02x}:{b:02x}:{c:02x}:{d:02x}");
+    ip(&["-n", netns, "link", "set", "eth0", "address", &mac])?;
     let cidr = format!("{addr}/{POD_PREFIX_LEN}");
     ip(&["-n", netns, "addr", "add", &cidr, "dev", "eth0"])?;
     ip(&["-n", netns, "link", "set", "eth0", "up"])?;

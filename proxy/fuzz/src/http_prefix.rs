@@ -34,14 +34,15 @@ pub fn check(data: &[u8]) {
     block_on(serve(data));
 }
 
-async fn serve(data: &[u8]) {
+/// Serves `data` as a client connection; returns what the server wrote back.
+async fn serve(data: &[u8]) -> Vec<u8> {
     let mut io = ScriptedIo::hashed(data);
     let written = io.written();
     let detection = detect(&mut io, WINDOW)
         .await
         .expect("a scripted peer never fails a read");
     let Some(version) = HttpVersion::from_protocol(detection.protocol) else {
-        return;
+        return Vec::new();
     };
     let drain = Drain::new();
     let mut watch = drain.watch();
@@ -63,9 +64,12 @@ async fn serve(data: &[u8]) {
         served.is_ok(),
         "the server did not finish after the client closed"
     );
-    let out = written.lock().unwrap_or_else(PoisonError::into_inner);
+    let out = written
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone();
     if out.is_empty() {
-        return;
+        return out;
     }
     match version {
         HttpVersion::Http1 => assert!(
@@ -77,6 +81,7 @@ async fn serve(data: &[u8]) {
             "an HTTP/2 client's first frame from the server is not SETTINGS"
         ),
     }
+    out
 }
 
 /// The header names the request's `Connection` headers list (hop-by-hop by declaration).
@@ -115,5 +120,26 @@ fn assert_no_hop_by_hop(headers: &HeaderMap, named: &[HeaderName], upgrading: bo
     }
     for te in headers.get_all(TE) {
         assert_eq!(te, "trailers", "TE may only be forwarded as trailers");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The target is only as good as its plumbing: a plain request must reach the service and
+    /// its answer the client, or the fuzzer would explore nothing past the parser.
+    #[test]
+    fn a_request_is_served_and_answered() {
+        let out = block_on(serve(
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close, x-private\r\nx-private: 1\r\n\r\n",
+        ));
+        assert!(
+            out.starts_with(b"HTTP/1.1 200 OK\r\n"),
+            "{}",
+            String::from_utf8_lossy(&out)
+        );
+        let out = block_on(serve(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"));
+        assert_eq!(out.get(3), Some(&0x4), "no SETTINGS frame: {out:?}");
     }
 }

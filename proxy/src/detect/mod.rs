@@ -111,7 +111,9 @@ fn tls_record(buf: &[u8]) -> Verdict {
 fn http1_request_line(buf: &[u8]) -> Verdict {
     let method_len = buf.iter().take_while(|b| is_tchar(**b)).count();
     if method_len == buf.len() {
-        return if method_len < MAX_METHOD {
+        // A method may be MAX_METHOD bytes long: until one more token byte arrives, the space
+        // after it may still come (the verdict must not depend on where TCP split the bytes).
+        return if method_len <= MAX_METHOD {
             Verdict::NeedMore
         } else {
             Verdict::Found(Protocol::Opaque)
@@ -277,8 +279,14 @@ mod tests {
 
     #[test]
     fn overlong_method_is_opaque() {
-        assert_eq!(classify(&[b'A'; MAX_METHOD]), found(Protocol::Opaque));
+        assert_eq!(classify(&[b'A'; MAX_METHOD + 1]), found(Protocol::Opaque));
+        assert_eq!(classify(&[b'A'; MAX_METHOD]), Verdict::NeedMore);
         assert_eq!(classify(&[b'A'; MAX_METHOD - 1]), Verdict::NeedMore);
+        // The same 24-byte method, whole or split before its space, is the same verdict
+        // (found by fuzzing: corpus/detect/known-24-byte-method).
+        let mut line = vec![b'A'; MAX_METHOD];
+        line.extend_from_slice(b" / HTTP/1.1\r\n");
+        assert_eq!(classify(&line), found(Protocol::Http1));
     }
 
     #[test]

@@ -50,10 +50,12 @@ impl Key {
             Some(_) => return None,
             None => (authority, default_port),
         };
+        // Trailing dots first: `1.2.3.4.` is the address, never a name that prints as one
+        // (found by fuzzing: corpus/discovery_target/known-ip-literal-with-trailing-dots).
+        let host = host.trim_end_matches('.');
         if let Ok(ip) = host.parse() {
             return Some(Key::Addr(SocketAddr::new(ip, port)));
         }
-        let host = host.trim_end_matches('.');
         let valid = !host.is_empty()
             && host.len() <= 253
             && host
@@ -207,6 +209,11 @@ mod tests {
         assert_eq!(
             Key::from_authority("[::1]", 80),
             Some(Key::Addr("[::1]:80".parse().unwrap()))
+        );
+        // An address with trailing dots is the address (found by fuzzing).
+        assert_eq!(
+            Key::from_authority("1.8.0.50..:4", 80),
+            Some(Key::Addr("1.8.0.50:4".parse().unwrap()))
         );
         assert_eq!(Key::from_authority("a b:80", 80), None);
         assert_eq!(Key::from_authority("host:notaport", 80), None);

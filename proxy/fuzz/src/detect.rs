@@ -48,14 +48,12 @@ fn check_detection(data: &[u8], full_verdict: Verdict, mut io: ScriptedIo) {
             assert_eq!(classify(&prefix), Verdict::Found(detection.protocol));
             // The verdict on the first segments is the verdict on everything detection could
             // have read: segmentation does not matter.
-            if !known_bug::segment_dependent(data, prefix.len()) {
-                assert_eq!(
-                    full_verdict,
-                    Verdict::Found(detection.protocol),
-                    "the verdict after {} bytes changed with more bytes",
-                    prefix.len()
-                );
-            }
+            assert_eq!(
+                full_verdict,
+                Verdict::Found(detection.protocol),
+                "the verdict after {} bytes changed with more bytes",
+                prefix.len()
+            );
         }
         DetectOutcome::Eof => {
             assert_eq!(prefix.len(), data.len(), "EOF only once all bytes are read");
@@ -73,22 +71,4 @@ fn check_detection(data: &[u8], full_verdict: Verdict, mut io: ScriptedIo) {
         seen, data,
         "PrefixedIo must replay exactly what the client sent"
     );
-}
-
-/// Known proxy bugs the target tolerates until they are fixed, so that the bounded run in
-/// tests/run does not trip on them (docs/fuzzing.md lists them with their inputs).
-mod known_bug {
-    /// A token of exactly 24 bytes (the classifier's longest method) is judged opaque when it is
-    /// all that arrived, but a request line when a space follows in the same read: the verdict
-    /// depends on where the first read ended (`classify` uses `< MAX_METHOD` for "need more" and
-    /// `> MAX_METHOD` for "too long"). Found by this target in 233 runs; corpus input:
-    /// corpus/detect/known-24-byte-method (a 24-byte token, a space, then more).
-    pub fn segment_dependent(data: &[u8], decided_after: usize) -> bool {
-        const MAX_METHOD: usize = 24;
-        let token = data
-            .iter()
-            .take_while(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(b))
-            .count();
-        token == MAX_METHOD && decided_after == MAX_METHOD
-    }
 }

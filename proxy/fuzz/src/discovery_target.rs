@@ -29,9 +29,6 @@ pub fn check(data: &[u8]) {
     }
     for default_port in [80, 0] {
         if let Some(key) = Key::from_authority(text, default_port) {
-            if known_bug::ip_literal_as_name(&key) {
-                continue;
-            }
             let printed = key.to_string();
             assert_eq!(
                 Key::from_authority(&printed, 1).as_ref(),
@@ -46,20 +43,5 @@ pub fn check(data: &[u8]) {
     }
     if let Ok(addr) = parse_addr(text) {
         assert_eq!(parse_addr(&addr.to_string()), Ok(addr));
-    }
-}
-
-/// Known proxy bugs the target tolerates until they are fixed, so that the bounded run in
-/// tests/run does not trip on them (docs/fuzzing.md lists them with their inputs).
-mod known_bug {
-    use std::net::IpAddr;
-
-    use weft_proxy::discovery::Key;
-
-    /// `Key::from_authority("1.8.0.50..:4", _)` trims the trailing dots only after checking for an
-    /// IP literal, so it yields the *name* "1.8.0.50", which prints as "1.8.0.50:4" and reads back
-    /// as an address. Corpus input: corpus/discovery_target/known-ip-literal-with-trailing-dots.
-    pub fn ip_literal_as_name(key: &Key) -> bool {
-        matches!(key, Key::Name { host, .. } if host.parse::<IpAddr>().is_ok())
     }
 }

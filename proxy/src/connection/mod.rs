@@ -197,6 +197,21 @@ impl Common {
         }
     }
 
+    /// The connection's protocol: opaque without reading a byte on an opaque port, else what
+    /// detection finds (`None` when the client went away meanwhile).
+    pub async fn protocol_of(
+        &self,
+        io: &mut ClientIo,
+        peer: SocketAddr,
+        opaque_port: bool,
+    ) -> Option<Detection> {
+        if opaque_port {
+            Some(self.assume_opaque())
+        } else {
+            self.detect(io, peer).await
+        }
+    }
+
     /// An opaque port's connection: opaque without reading a byte.
     pub fn assume_opaque(&self) -> Detection {
         let detection = Detection {

@@ -11,7 +11,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use pin_project_lite::pin_project;
 use tower::{Layer, Service};
@@ -40,10 +40,15 @@ pub fn error_response<B>(err: &ProxyError, grpc: bool) -> Response<ProxyBody<B>>
         headers.insert(WEFT_ERROR.clone(), HeaderValue::from_static(cause));
         return resp;
     }
+    plain_answer(err.status(), cause)
+}
+
+/// The proxy's own plain-text answer: `cause` as the body and in `weft-error`.
+pub fn plain_answer<B>(status: StatusCode, cause: &'static str) -> Response<ProxyBody<B>> {
     let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
         cause.as_bytes(),
     ))));
-    *resp.status_mut() = err.status();
+    *resp.status_mut() = status;
     resp.headers_mut()
         .insert(WEFT_ERROR.clone(), HeaderValue::from_static(cause));
     resp.headers_mut()

@@ -55,14 +55,14 @@ pub async fn handle(side: &InboundSide, stream: TcpStream, peer: SocketAddr, mut
     let mut prefix = Bytes::new();
     let action = loop {
         match plan::inbound(&facts) {
-            InboundStep::Detect => {
-                let Some(detection) = common.detect(&mut io, peer).await else {
+            step @ (InboundStep::Detect | InboundStep::AssumeOpaque) => {
+                let opaque_port = step == InboundStep::AssumeOpaque;
+                let Some(detection) = common.protocol_of(&mut io, peer, opaque_port).await else {
                     return;
                 };
                 facts.protocol = Some(detection.protocol);
                 prefix = detection.prefix;
             }
-            InboundStep::AssumeOpaque => facts.protocol = Some(common.assume_opaque().protocol),
             InboundStep::ReadClientHello => {
                 let peeked = client_hello::peek(
                     &mut io,

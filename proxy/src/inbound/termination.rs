@@ -13,10 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tower::{Service, ServiceExt};
@@ -26,7 +23,7 @@ use crate::connection::plan::{self, Terminated as Carried};
 use crate::detect::Protocol;
 use crate::drain::Watch;
 use crate::http::client_identity::Caller;
-use crate::http::error_response::{ProxyBody, WEFT_ERROR};
+use crate::http::error_response::{ProxyBody, plain_answer};
 use crate::http::mesh_encoding::from_transport;
 use crate::http::stack;
 use crate::http::stack::{Stack, StackParts};
@@ -266,13 +263,5 @@ fn refusal(
     status: StatusCode,
     cause: &'static str,
 ) -> Response<ProxyBody<StreamIdleBody<Limited<Incoming>>>> {
-    let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
-        cause.as_bytes(),
-    ))));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(WEFT_ERROR.clone(), HeaderValue::from_static(cause));
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    resp
+    plain_answer(status, cause)
 }

@@ -46,14 +46,14 @@ pub async fn handle(side: &OutboundSide, stream: TcpStream, peer: SocketAddr, mu
     let mut prefix = Bytes::new();
     let action = loop {
         match plan::outbound(&facts) {
-            OutboundStep::Detect => {
-                let Some(detection) = common.detect(&mut io, peer).await else {
+            step @ (OutboundStep::Detect | OutboundStep::AssumeOpaque) => {
+                let opaque_port = step == OutboundStep::AssumeOpaque;
+                let Some(detection) = common.protocol_of(&mut io, peer, opaque_port).await else {
                     return;
                 };
                 facts.protocol = Some(detection.protocol);
                 prefix = detection.prefix;
             }
-            OutboundStep::AssumeOpaque => facts.protocol = Some(common.assume_opaque().protocol),
             OutboundStep::RefuseLoop => return common.refuse_loop(peer, original),
             OutboundStep::ServeHttp(version) => break Action::Http(version),
             OutboundStep::Forward => break Action::Forward,
